@@ -1,0 +1,51 @@
+"""A tiny Qwen2 causal LM, written with `save_pretrained` so that it is read back through
+exactly the `from_pretrained` path a hub id takes.
+
+head_dim is 32: vLLM's CPU attention backend rejects 16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefix_rft_pl.toy.tokenizer import build_byte_tokenizer
+
+
+def save_tiny_model(
+    path: str | Path,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 384,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write a randomly initialised tiny Qwen2 model and its character tokenizer to `path`."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    tokenizer = build_byte_tokenizer()
+    config = Qwen2Config(
+        vocab_size=288,  # >= len(tokenizer) (259), a multiple of 32
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=hidden_size // num_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path

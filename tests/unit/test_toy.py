@@ -30,7 +30,7 @@ def test_toy_demonstrations_end_in_the_boxed_answer(toy_task_files):
     from prefix_rft_pl.toy.task import Problem
 
     assert Problem("3741", "#", "5283").answer == "8924"
-    assert Problem("3741", "&", "5283").answer == "5328"
+    assert Problem("3741", "&", "5283").answer == "5423"  # 15, 14, 32, 3 mod 10
     rows = [json.loads(line) for line in toy_task_files["train"].open()]
     assert all(r["solution"].endswith("\\boxed{" + r["answer"] + "}") for r in rows)
     easy = {json.loads(line)["problem"] for line in toy_task_files["heldout_easy"].open()}

@@ -1,0 +1,54 @@
+"""Sets the module's prefix-ratio range [low_t, high_t] before every training batch.
+
+Its state (the optimiser step it has reached) is saved in Lightning checkpoints, so a
+resumed run continues the schedule where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+
+from prefix_rft_pl.schedule import SCHEDULES
+
+
+class PrefixSchedule(L.Callback):
+    def __init__(
+        self,
+        kind: Literal["cosine", "linear", "constant", "uniform"] = "cosine",
+        low_start: float = 0.95,
+        low_end: float = 0.05,
+        high: float = 0.95,
+        steps: int = 500,
+        delay: int = 0,
+    ):
+        """
+        Args:
+            kind: shape of low_t over optimiser steps (paper: cosine; ablation: uniform).
+            low_start: low_t at step 0 (paper: 0.95).
+            low_end: low_t after `steps` (paper: 0.05).
+            high: high_t, constant (paper: 0.95).
+            steps: length of the decay in optimiser steps (paper: 500).
+            delay: optimiser steps to hold low_start before the decay starts.
+        """
+        self.kind, self.low_start, self.low_end = kind, low_start, low_end
+        self.high, self.steps, self.delay = high, steps, delay
+        self.step = 0
+
+    def values(self, step: int) -> tuple[float, float]:
+        low = SCHEDULES[self.kind](step, self.low_start, self.low_end, self.steps, self.delay)
+        return low, self.high
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        pl_module.prefix_low, pl_module.prefix_high = self.values(self.step)
+        pl_module.log_dict({"train/low_t": pl_module.prefix_low, "train/high_t": pl_module.prefix_high})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.step = trainer.global_step  # optimiser steps taken so far
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step = state_dict["step"]

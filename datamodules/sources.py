@@ -1,0 +1,155 @@
+"""Where rows come from: local jsonl / json / parquet files and globs, a dataset saved with
+`save_to_disk`, or a hub dataset id (`org/name?config=c&split=s`, split defaults to train;
+a local dataset directory works the same way). Every source is read lazily, row by row.
+
+JSON lines are read with the standard library, not with `datasets`' json builder: that
+builder infers one arrow type per column and silently converts values (the string answer
+"025" became the integer 25 in a test, a list-valued problem became a string), which both
+corrupts zero-padded answers and hides the non-string rows that must be counted. Lines
+stay raw bytes until a row is rendered, so shuffle buffers and resume fast-forwarding
+never parse JSON. Parquet, `save_to_disk` and hub sources are typed and go through
+`datasets` (streaming).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+
+class MalformedFileError(ValueError):
+    """A file that cannot be read as its format (e.g. a bad JSON line): stops the run."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str                 # "jsonl" | "json_array" | "parquet" | "disk" | "hub"
+    path: str                 # file path, directory, or hub id
+    config: str | None = None
+    split: str = "train"
+
+
+@dataclass(frozen=True)
+class RawRow:
+    uid: str                  # "<source>:<row>" with the 0-based row index in that source
+    payload: Any              # bytes (one JSON line, parsed by load_row) or a dict
+    where: str                # human location for errors: "<file> line <n>" or "<source> row <n>"
+
+
+def _file_kind(path: str) -> str:
+    if path.endswith(".parquet"):
+        return "parquet"
+    if path.endswith(".jsonl"):
+        return "jsonl"
+    if path.endswith(".json"):
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        return "json_array" if head.startswith(b"[") else "jsonl"
+    raise ValueError(f"{path}: unknown file type (use .jsonl, .json or .parquet)")
+
+
+def _resolve_one(spec: str) -> list[Source]:
+    if any(ch in spec for ch in "*?[") and not spec.startswith(("hf://",)) and "?" not in spec.split("/")[-1][:1]:
+        paths = sorted(glob.glob(spec, recursive=True))
+        if paths:
+            return [Source(_file_kind(p), p) for p in paths]
+    if os.path.isfile(spec):
+        return [Source(_file_kind(spec), spec)]
+    parts = urlsplit(spec)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    name = spec.split("?", 1)[0]
+    unknown = sorted(set(query) - {"config", "split"})
+    if unknown:
+        raise ValueError(f"{spec}: unknown options {unknown} (use ?config=...&split=...)")
+    split = query.get("split", "train")
+    if os.path.isdir(name) and any(
+        os.path.exists(os.path.join(name, f)) for f in ("state.json", "dataset_dict.json")
+    ):
+        return [Source("disk", name, split=split)]
+    if os.path.isdir(name) or ("/" in name and not os.path.exists(name) and not any(c in name for c in "*[")):
+        return [Source("hub", name, query.get("config"), split)]
+    raise FileNotFoundError(f"{spec}: no such file, glob match, dataset directory or hub id")
+
+
+def resolve_sources(spec: list[str] | str | None) -> list[Source]:
+    """Expand file paths, globs, dataset directories and hub ids into an ordered source list."""
+    if spec is None:
+        return []
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    return [source for s in specs for source in _resolve_one(s)]
+
+
+def _iter_jsonl(path: str) -> Iterator[RawRow]:
+    with open(path, "rb") as f:
+        row = 0
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                yield RawRow(f"{path}:{row}", line, f"{path} line {line_no}")
+                row += 1
+
+
+def _datasets_rows(source: Source) -> Iterator[Any]:
+    import datasets
+
+    if source.kind == "parquet":
+        return iter(datasets.load_dataset("parquet", data_files=source.path, split="train", streaming=True))
+    if source.kind == "disk":
+        loaded = datasets.load_from_disk(source.path)
+        if isinstance(loaded, datasets.DatasetDict):
+            loaded = loaded[source.split]
+        return iter(loaded)
+    return iter(datasets.load_dataset(source.path, name=source.config, split=source.split, streaming=True))
+
+
+def _source_name(source: Source) -> str:
+    if source.kind in ("disk", "hub"):
+        config = f"{source.config}/" if source.config else ""
+        return f"{source.path}[{config}{source.split}]"
+    return source.path
+
+
+def iter_source(source: Source) -> Iterator[RawRow]:
+    """The rows of one source, in file order."""
+    if source.kind == "jsonl":
+        yield from _iter_jsonl(source.path)
+        return
+    if source.kind == "json_array":
+        with open(source.path, "rb") as f:
+            try:
+                rows = json.load(f)  # a JSON array document cannot be streamed: prefer jsonl
+            except json.JSONDecodeError as err:
+                raise MalformedFileError(f"{source.path} line {err.lineno}: malformed JSON: {err.msg}") from None
+        if not isinstance(rows, list):
+            raise MalformedFileError(f"{source.path}: expected a JSON array of objects or JSON lines")
+        for i, row in enumerate(rows):
+            yield RawRow(f"{source.path}:{i}", row, f"{source.path} row {i}")
+        return
+    name = _source_name(source)
+    for i, row in enumerate(_datasets_rows(source)):
+        yield RawRow(f"{name}:{i}", row, f"{name} row {i}")
+
+
+def count_rows(source: Source) -> int:
+    """Number of rows, cheaply where the format allows (parquet metadata, dataset info)."""
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(source.path).metadata.num_rows
+    if source.kind == "jsonl":
+        with open(source.path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    return sum(1 for _ in iter_source(source))
+
+
+def load_row(raw: RawRow) -> Any:
+    """The row as a Python object; a bad JSON line raises MalformedFileError naming file and line."""
+    if not isinstance(raw.payload, bytes):
+        return raw.payload
+    try:
+        return json.loads(raw.payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MalformedFileError(f"{raw.where}: malformed JSON: {err}") from None

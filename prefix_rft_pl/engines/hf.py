@@ -1,0 +1,95 @@
+"""Rollouts with Hugging Face `generate` on the live policy.
+
+The engine shares the trainer's parameters, so `update_weights` has nothing to do. Requests
+with different budgets are sampled together up to the largest budget and each sample is
+cut at its own budget afterwards: autoregressive sampling makes the cut sample a valid
+sample under the smaller budget. Under FSDP every rank must run the same number of forward
+passes, so generation runs with `synced_gpus` when a process group is up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from prefix_rft_pl.engines.base import SamplingConfig
+from prefix_rft_pl.types import GenerationRequest, Rollout
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad id lists into input_ids [B, L] and attention_mask [B, L]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if seq:
+            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq):] = 1
+    return ids, mask
+
+
+class HFEngine:
+    """RolloutEngine over a live `transformers` causal LM."""
+
+    def __init__(self, model, tokenizer, max_batch_size: int = 256):
+        self.model = model
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.max_batch_size = max_batch_size
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
+        """Nothing to do: the engine samples from the trainer's own parameters."""
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Rollout]:
+        flat = [r for r in requests for _ in range(r.num_samples)]
+        rollouts: list[Rollout] = []
+        for start in range(0, len(flat), self.max_batch_size):
+            rollouts += self._generate_batch(flat[start:start + self.max_batch_size], sampling)
+        return rollouts
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Rollout]:
+        budget = max(r.max_new_tokens for r in requests)
+        if budget <= 0:
+            return [Rollout([], [], "length") for _ in requests]
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = left_pad([r.prompt_ids + r.prefix_ids for r in requests], self.pad_token_id)
+        greedy = sampling.temperature == 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=budget,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                top_k=None if greedy or sampling.top_k <= 0 else sampling.top_k,
+                eos_token_id=self.eos_token_id,
+                pad_token_id=self.pad_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+                use_cache=True,
+                synced_gpus=_is_distributed(),
+            )
+        finally:
+            self.model.train(was_training)
+        tokens = out.sequences[:, input_ids.shape[1]:].cpu()                       # [B, T]
+        logits = torch.stack(out.logits, dim=1).float().cpu()                     # [B, T, V]
+        logits = logits / (1.0 if greedy else sampling.temperature)
+        logprobs = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        return [self._cut(tokens[i], logprobs[i], r.max_new_tokens) for i, r in enumerate(requests)]
+
+    def _cut(self, tokens: Tensor, logprobs: Tensor, budget: int) -> Rollout:
+        ids = tokens[:budget].tolist()
+        if self.eos_token_id in ids:
+            end = ids.index(self.eos_token_id) + 1
+            return Rollout(ids[:end], logprobs[:end].tolist(), "stop")
+        return Rollout(ids, logprobs[: len(ids)].tolist(), "length")
+
+
+def _is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1

@@ -1,0 +1,204 @@
+"""Rollouts with vLLM, running in the trainer's process (colocated), fed token ids.
+
+The only module that imports vllm, and only inside functions, so that importing
+`prefix_rft_pl.engines` (and `--print_config`) works without it.
+
+Choices, and where they depart from the reference code:
+
+- Log-probs. vLLM's default `logprobs_mode="raw_logprobs"` returns log-softmax of the raw
+  logits, before temperature. The trainer scores log_softmax(logits / temperature), so the
+  engine is built with `logprobs_mode="processed_logprobs"`: the log-probs of the
+  distribution actually sampled (after temperature, top-k and top-p). With top_p = 1 and
+  top_k = -1 (the training default) they equal the trainer's; with truncation they are
+  the truncated distribution's, which is what truncated importance sampling needs. At
+  temperature 0 (greedy) they are log_softmax(logits), as in `HFEngine`. On CUDA this
+  mode makes vLLM use its PyTorch sampler instead of FlashInfer's.
+- Weight push, chosen per backend. On CPU the loaded layers are repacked for the CPU
+  kernels after loading, so writing checkpoint-format tensors with `load_weights` does not
+  reach the kernels; `reload_weights` (layer-wise restore, load and re-process) does. On
+  GPUs the usual path, the model's `load_weights` through the model runner, writes into
+  the live parameters directly. Either way the prefix cache is reset afterwards: cached
+  KV blocks were computed with the old weights.
+- In-process engine. `VLLM_ENABLE_V1_MULTIPROCESSING` defaults to 0 here (set before vllm
+  is imported, unless the caller set it) so that `update_weights` hands tensors to the
+  worker by reference, as a stream. With a multiprocess engine the tensors are copied
+  into a list first and pickled across.
+- KV cache. `kv_cache_gib` becomes vLLM's `kv_cache_memory_bytes`; without it, the CPU
+  backend claims most of the host's memory. On CPU `VLLM_CPU_KVCACHE_SPACE` (GiB), when
+  set, takes precedence inside vLLM.
+- Samples of one request use `SamplingParams(n=...)`, and prefix caching is on, so the
+  G rollouts of a prompt share its prefill.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from prefix_rft_pl.engines.base import SamplingConfig
+from prefix_rft_pl.types import GenerationRequest, Rollout
+
+
+class VLLMEngine:
+    """RolloutEngine over an in-process `vllm.LLM`."""
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.5,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        enable_sleep_mode: bool = False,
+        kv_cache_gib: float | None = None,
+        enable_prefix_caching: bool = True,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        """
+        Args:
+            model: hub id or local path of the policy's initial weights (HF format).
+            dtype: vLLM dtype ("auto" takes the checkpoint's; "bfloat16", "float32", ...).
+            seed: engine seed; sampling is reproducible for a fixed seed and request order.
+            max_model_len: longest prompt + prefix + response; None takes the model's.
+            gpu_memory_utilization: fraction of GPU memory vLLM may take (weights + KV).
+                The trainer shares the GPU, hence a default below vLLM's 0.92.
+            tensor_parallel_size: GPUs per engine.
+            enforce_eager: no CUDA graphs / compilation (faster start, slower decode).
+            enable_sleep_mode: free GPU memory between rollouts (`sleep` / `wake_up`).
+                Ignored, with a warning, on backends without sleep mode (CPU).
+            kv_cache_gib: KV cache size in GiB; overrides `gpu_memory_utilization`'s
+                share for the cache. Always set it on CPU.
+            enable_prefix_caching: share KV blocks between requests with a common prefix.
+            engine_kwargs: anything else for `vllm.LLM` (no silent defaults there).
+        """
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.on_cpu = current_platform.is_cpu()
+        if enable_sleep_mode and not current_platform.is_sleep_mode_available():
+            import warnings
+
+            warnings.warn(f"vLLM has no sleep mode on {current_platform.device_type}; enable_sleep_mode ignored")
+            enable_sleep_mode = False
+        self.sleep_mode = enable_sleep_mode
+        self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        kv_bytes = None if kv_cache_gib is None else int(kv_cache_gib * 2**30)
+        self.llm = LLM(
+            model=str(model),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            enforce_eager=enforce_eager,
+            enable_sleep_mode=enable_sleep_mode,
+            kv_cache_memory_bytes=kv_bytes,
+            enable_prefix_caching=enable_prefix_caching,
+            logprobs_mode="processed_logprobs",
+            **(engine_kwargs or {}),
+        )
+        self.dtype: torch.dtype = self.llm.llm_engine.model_config.dtype  # what update_weights casts to
+
+    # -- rollouts -------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Rollout]:
+        """Sample each request `num_samples` times from `prompt_ids + prefix_ids`.
+
+        Rollouts come back in request order, the samples of one request contiguous; their
+        token ids exclude prompt and prefix and include EOS when the sample stopped on it.
+        A request with no budget (`max_new_tokens <= 0`) gives empty rollouts.
+        """
+        from vllm import SamplingParams, TokensPrompt
+
+        live = [i for i, r in enumerate(requests) if r.max_new_tokens > 0 and r.num_samples > 0]
+        prompts = [TokensPrompt(prompt_token_ids=list(requests[i].prompt_ids) + list(requests[i].prefix_ids)) for i in live]
+        params = [
+            SamplingParams(
+                n=requests[i].num_samples,
+                max_tokens=requests[i].max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                logprobs=0,            # the sampled token's log-prob only
+                flat_logprobs=True,    # one flat list per sample instead of T dicts
+                detokenize=False,      # callers decode what they need
+            )
+            for i in live
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if live else []
+        by_request = dict(zip(live, outputs))
+        rollouts: list[Rollout] = []
+        for i, request in enumerate(requests):
+            if i not in by_request:
+                rollouts += [Rollout([], [], "length") for _ in range(request.num_samples)]
+                continue
+            samples = sorted(by_request[i].outputs, key=lambda c: c.index)
+            rollouts += [_to_rollout(c) for c in samples]
+        return rollouts
+
+    def greedy(self, requests: Sequence[GenerationRequest]) -> list[Rollout]:
+        """Greedy continuations (temperature 0); log-probs are log_softmax(logits)."""
+        return self.generate(requests, SamplingConfig(temperature=0.0))
+
+    # -- weights --------------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
+        """Load full tensors with HF parameter names; a subset of the model's is fine.
+
+        Tensors are consumed one at a time (a generator keeps memory bounded) and cast to
+        the engine's dtype by vLLM's weight loaders.
+        """
+        weights: Iterable[tuple[str, Tensor]] = named_tensors
+        if not self.in_process:
+            weights = [(name, tensor.detach().cpu()) for name, tensor in named_tensors]
+        if self.on_cpu:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        else:
+            self.llm.collective_rpc(_load_weights_into_runner, args=(weights,))
+        self.llm.reset_prefix_cache()
+
+    # -- memory ---------------------------------------------------------------------------
+
+    def sleep(self, level: int = 1) -> None:
+        """Free GPU memory after a rollout phase: level 1 offloads weights to host memory
+        and drops the KV cache; level 2 drops both (the next `update_weights` must then
+        bring every weight). A no-op without sleep mode."""
+        if self.sleep_mode:
+            self.llm.sleep(level=level)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Reallocate what `sleep` freed (tags: "weights", "kv_cache"; None = all)."""
+        if self.sleep_mode:
+            self.llm.wake_up(tags)
+
+
+def _to_rollout(completion) -> Rollout:
+    """One vLLM `CompletionOutput` -> Rollout; one log-prob per generated token."""
+    ids = list(completion.token_ids)
+    logprobs = _sampled_logprobs(completion.logprobs, ids)
+    finish = "stop" if completion.finish_reason == "stop" else "length"
+    return Rollout(ids, logprobs, finish)
+
+
+def _sampled_logprobs(logprobs, ids: list[int]) -> list[float]:
+    """The sampled token's log-prob at each position, from flat or per-position logprobs."""
+    flat = getattr(logprobs, "start_indices", None)
+    if flat is not None and len(logprobs.logprobs) == len(ids):  # exactly one entry per position
+        return list(logprobs.logprobs)
+    return [position[token].logprob for position, token in zip(logprobs, ids)]
+
+
+def _load_weights_into_runner(worker, weights: Iterable[tuple[str, Tensor]]) -> None:
+    """Runs inside each vLLM worker: write checkpoint-format tensors into the live model."""
+    device = worker.model_runner.device
+    worker.model_runner.model.load_weights(weights=((n, t.to(device, non_blocking=True)) for n, t in weights))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+

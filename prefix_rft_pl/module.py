@@ -1,0 +1,372 @@
+"""PrefixRFTModule: the policy and the Prefix-RFT update (SPEC section 2), wiring only.
+
+One training batch = B prompts. The module samples G trajectories per prompt (G - G_hyb
+ordinary, G_hyb continuing from a demonstration prefix), scores them, computes Dr. GRPO
+advantages and old log-probs, masks low-entropy prefix tokens, then runs
+`ppo_epochs x mini_batches` optimiser steps (manual optimisation). The baselines of SPEC
+section 3 are settings of this same module (see configs/).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from prefix_rft_pl import losses
+from prefix_rft_pl.engines.base import SamplingConfig
+from prefix_rft_pl.prefix import (
+    SelectionMode,
+    TrajectoryBatch,
+    assemble_trajectories,
+    build_group_requests,
+    pad_trajectories,
+    select_prefix_tokens,
+)
+from prefix_rft_pl.types import PromptDemoBatch
+
+
+class PrefixRFTModule(L.LightningModule):
+    def __init__(
+        self,
+        policy: str,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        group_size: int = 8,
+        num_hybrid: int = 1,
+        max_response_tokens: int = 1024,
+        min_prefix_tokens: int = 0,
+        prefix_token_keep: float = 0.2,
+        prefix_selection: SelectionMode = "top",
+        prefix_rule: Literal["ppo", "shaped", "sft"] = "ppo",
+        prefix_sft_weight: float = 1.0,
+        shaping_gamma: float = 0.1,
+        advantage_baseline: Literal["group", "ordinary"] = "group",
+        advantage_std: bool = False,
+        eps_low: float = 0.2,
+        eps_high: float = 0.2,
+        dual_clip: float | None = None,
+        aggregation: Literal["constant", "token_mean", "seq_mean_token_mean"] = "constant",
+        ppo_epochs: int = 1,
+        mini_batches: int = 1,
+        micro_batch_size: int = 8,
+        logprob_chunk_size: int = 1024,
+        optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = "adamw",
+        learning_rate: float = 1e-6,
+        weight_decay: float = 0.0,
+        max_grad_norm: float = 1.0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        engine: Literal["hf", "vllm"] = "hf",
+        engine_options: dict[str, Any] | None = None,
+        max_logprob_diff: float | None = None,
+        tis_cap: float | None = None,
+        reward_workers: int = 2,
+        reward_timeout_s: float = 2.0,
+        val_temperature: float = 0.0,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            policy: HF hub id or local directory of the policy (and its tokenizer).
+            dtype: parameter dtype of the policy (bfloat16 on GPUs).
+            group_size: G, trajectories per prompt (paper: 8).
+            num_hybrid: G_hyb, trajectories per prompt that continue a demonstration prefix (paper: 1; RFT: 0).
+            max_response_tokens: budget of a response, prefix included; also the Dr. GRPO normaliser.
+            min_prefix_tokens: lower clamp of the prefix length L in tokens.
+            prefix_token_keep: k, fraction of the batch's prefix tokens that keep their advantage (paper: 0.2).
+            prefix_selection: which k%: top / bottom / random by entropy, none (keep all), freeze (keep none).
+            prefix_rule: loss on prefix tokens: ppo (Prefix-RFT), shaped (LUFFY), sft (SFT, UFT).
+            prefix_sft_weight: weight of the SFT loss on prefix tokens when prefix_rule=sft (UFT: 0.001).
+            shaping_gamma: LUFFY's policy shaping f(p) = p / (p + gamma).
+            advantage_baseline: mean over the whole group (paper) or over ordinary rollouts only (reference code).
+            advantage_std: divide advantages by the group std (GRPO) instead of Dr. GRPO's none.
+            eps_low: lower clip range of the ratio.
+            eps_high: upper clip range (clip-higher when > eps_low).
+            dual_clip: c for the dual clip of negative-advantage tokens (e.g. 3.0); None disables.
+            aggregation: constant (Dr. GRPO), token_mean or seq_mean_token_mean.
+            ppo_epochs: passes over each rollout batch.
+            mini_batches: optimiser steps per pass (the rollout batch is split into this many).
+            micro_batch_size: trajectories per forward/backward (does not change the gradient).
+            logprob_chunk_size: tokens per chunk of the log-prob computation (bounds memory).
+            optimizer: adamw, or bitsandbytes 8-bit AdamW (paged on GPUs).
+            learning_rate: paper: 1e-6.
+            weight_decay: AdamW weight decay.
+            max_grad_norm: gradient clipping by total norm.
+            temperature: rollout temperature (paper: 1.0); log-probs are taken at the same temperature.
+            top_p: rollout nucleus sampling.
+            engine: rollout engine: hf (generate on the live policy) or vllm (colocated engine).
+            engine_options: keyword arguments of the engine (vLLM: gpu_memory_utilization, max_model_len, ...).
+            max_logprob_diff: stop with StaleWeightsError when engine and trainer log-probs on generated
+                tokens differ by more than this (max abs); None disables the check (metrics still logged).
+            tis_cap: truncated importance sampling cap on generated tokens; None disables.
+            reward_workers: processes grading answers with math-verify.
+            reward_timeout_s: hard time bound per graded answer; over it the answer scores 0.
+            val_temperature: sampling temperature of validation (0 = greedy).
+            gradient_checkpointing: recompute activations in backward (saves memory).
+            seed: seed of prefix-length and demonstration sampling.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.prefix_low, self.prefix_high = 0.95, 0.95  # set every step by callbacks.PrefixSchedule
+        self.policy = None
+        self.tokenizer = None
+        self.engine = None
+        self.reward_fn = None
+        self.timings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.policy)
+        self.policy = AutoModelForCausalLM.from_pretrained(self.hparams.policy, dtype=getattr(torch, self.hparams.dtype))
+        if self.hparams.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(self, "device_mesh", None) is not None:
+            from prefix_rft_pl.distributed import shard_policy
+
+            shard_policy(self.policy, self.device_mesh)
+
+    def setup(self, stage: str) -> None:
+        from prefix_rft_pl.rewards import MathVerifyReward
+
+        self.configure_model()
+        self.reward_fn = MathVerifyReward(self.hparams.reward_workers, self.hparams.reward_timeout_s)
+
+    def on_fit_start(self) -> None:
+        if self.engine is None:
+            self.engine = self._build_engine()
+
+    def _build_engine(self):
+        options = dict(self.hparams.engine_options or {})
+        if self.hparams.engine == "vllm":
+            from prefix_rft_pl.engines.vllm import VLLMEngine
+
+            return VLLMEngine(self.hparams.policy, **options)
+        from prefix_rft_pl.engines.hf import HFEngine
+
+        return HFEngine(self.policy, self.tokenizer, **options)
+
+    def configure_optimizers(self):
+        from prefix_rft_pl.optim import build_optimizer
+
+        return build_optimizer(self.hparams.optimizer, self.policy.parameters(),
+                               self.hparams.learning_rate, self.hparams.weight_decay)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: PromptDemoBatch, batch_idx: int) -> dict[str, Tensor]:
+        hp = self.hparams
+        with self._timed("rollout"):
+            trajectories = self._rollout(batch)
+        with self._timed("reward"):
+            rewards, reward_stats = self._score(batch, trajectories)
+        tb = pad_trajectories(trajectories, self.tokenizer.pad_token_id)
+        is_hybrid = tb.prefix_mask.any(-1).view(len(batch), hp.group_size)        # [B, G]
+        baseline = ~is_hybrid if hp.advantage_baseline == "ordinary" and hp.num_hybrid < hp.group_size else None
+        advantages = losses.group_advantages(rewards, baseline, hp.advantage_std).view(-1)  # [N]
+        with self._timed("logprob"):
+            old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False)
+        self._check_engine(old_logprobs, tb)
+        kept = self._select_prefix(entropy, tb.prefix_mask)                       # [N, T]
+        token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
+        is_weights = self._is_weights(old_logprobs, tb)
+        with self._timed("update"):
+            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights)
+        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
+        return {"loss": loss, "entropy": entropy, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept}
+
+    def _rollout(self, batch: PromptDemoBatch):
+        hp = self.hparams
+        rng = random.Random(hash((hp.seed, self.global_step, self.global_rank)))
+        num_hybrid = hp.num_hybrid if all(item.demo_ids for item in batch.items) else 0
+        ratios = [rng.uniform(self.prefix_low, self.prefix_high) for _ in range(len(batch) * num_hybrid)]
+        requests, owners = build_group_requests(batch.items, hp.group_size, num_hybrid, ratios,
+                                                hp.max_response_tokens, hp.min_prefix_tokens, rng)
+        sampling = SamplingConfig(temperature=hp.temperature, top_p=hp.top_p)
+        live = [r for r in requests if r.max_new_tokens > 0]  # full-demonstration rows generate nothing
+        rollouts = iter(self.engine.generate(live, sampling) if live else [])
+        from prefix_rft_pl.types import Rollout
+
+        flat = [next(rollouts) if r.max_new_tokens > 0 else Rollout([], [], "stop")
+                for r in requests for _ in range(r.num_samples)]
+        return assemble_trajectories(batch.items, requests, owners, flat)
+
+    def _score(self, batch: PromptDemoBatch, trajectories) -> tuple[Tensor, dict[str, int]]:
+        texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajectories]
+        answers = [batch.items[t.prompt_index].answers for t in trajectories]
+        result = self.reward_fn(texts, answers)
+        rewards = torch.tensor(result.rewards, dtype=torch.float32).view(len(batch), self.hparams.group_size)
+        stats = {"reward/timeouts": result.num_timeouts, "reward/errors": result.num_errors,
+                 "reward/no_answer": result.num_no_answer}
+        return rewards, stats
+
+    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool):
+        """Log-probs (and entropies) of every response token, micro-batch by micro-batch."""
+        from prefix_rft_pl.forward import response_logprobs
+
+        outs, ents = [], []
+        with torch.set_grad_enabled(grad):
+            for rows in self._micro_batches(len(tb.response_ids)):
+                lp, ent = response_logprobs(self.policy, tb.select(rows), self.hparams.temperature,
+                                            self.hparams.logprob_chunk_size, with_entropy)
+                outs.append(lp.cpu())
+                ents.append(ent.cpu() if ent is not None else None)
+        entropy = torch.cat(ents) if with_entropy else None
+        return torch.cat(outs), entropy
+
+    def _micro_batches(self, n: int):
+        size = self.hparams.micro_batch_size
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def _check_engine(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> None:
+        from prefix_rft_pl.engines.checks import StaleWeightsError, logprob_mismatch
+
+        if not tb.generated_mask.any():
+            return
+        mean_abs, max_abs = logprob_mismatch(old_logprobs, tb.engine_logprobs, tb.generated_mask)
+        self.log_dict({"rollout/logprob_diff_mean": mean_abs, "rollout/logprob_diff_max": max_abs})
+        limit = self.hparams.max_logprob_diff
+        if limit is not None and max_abs > limit:
+            raise StaleWeightsError(
+                f"engine and trainer log-probs on generated tokens differ by up to {max_abs:.3g} "
+                f"(mean {mean_abs:.3g}, limit max_logprob_diff={limit}) at step {self.global_step}: "
+                "the rollout engine is running stale or wrong weights (is VLLMWeightSync among the callbacks?)")
+
+    def _is_weights(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> Tensor | None:
+        if self.hparams.tis_cap is None:
+            return None
+        from prefix_rft_pl.engines.checks import truncated_is_weights
+
+        return truncated_is_weights(old_logprobs, tb.engine_logprobs, tb.generated_mask, self.hparams.tis_cap)
+
+    def _select_prefix(self, entropy: Tensor, prefix_mask: Tensor) -> Tensor:
+        """Rank prefix tokens over the whole optimisation batch, across data-parallel ranks."""
+        hp = self.hparams
+        width = hp.max_response_tokens
+        ent = torch.zeros(entropy.shape[0], width)
+        pm = torch.zeros(entropy.shape[0], width, dtype=torch.bool)
+        ent[:, : entropy.shape[1]], pm[:, : entropy.shape[1]] = entropy, prefix_mask
+        if self.trainer.world_size > 1:
+            ent = self.all_gather(ent.to(self.device)).cpu().flatten(0, 1)       # [W*N, T_max]
+            pm = self.all_gather(pm.to(self.device)).cpu().flatten(0, 1)
+        generator = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
+        kept = select_prefix_tokens(ent, pm, hp.prefix_token_keep, hp.prefix_selection, generator)
+        n = entropy.shape[0]
+        rank = self.global_rank if self.trainer.world_size > 1 else 0
+        return kept[rank * n:(rank + 1) * n, : entropy.shape[1]]
+
+    def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
+                is_weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        hp = self.hparams
+        optimizer = self.optimizers()
+        n = len(tb.response_ids)
+        size = -(-n // hp.mini_batches)
+        total, grad_norm = torch.zeros(()), torch.zeros(())
+        for _ in range(hp.ppo_epochs):
+            for start in range(0, n, size):
+                rows = slice(start, min(start + size, n))
+                total = self._mini_batch_backward(tb.select(rows), old_logprobs[rows], token_advantages[rows],
+                                                  None if is_weights is None else is_weights[rows])
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), hp.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        return total, grad_norm.detach().cpu()
+
+    def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
+                             is_weights: Tensor | None) -> Tensor:
+        """Accumulate the gradient of one optimiser step; returns the mini-batch loss."""
+        from prefix_rft_pl.forward import response_logprobs
+
+        hp = self.hparams
+        normaliser = self._normaliser(tb)
+        total = torch.zeros(())
+        for rows in self._micro_batches(len(tb.response_ids)):
+            mb = tb.select(rows)
+            logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
+            per_token = losses.token_losses(
+                logprobs, old_logprobs[rows].to(logprobs.device), token_advantages[rows].to(logprobs.device),
+                mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device), hp.prefix_rule,
+                hp.eps_low, hp.eps_high, hp.dual_clip, hp.shaping_gamma, hp.prefix_sft_weight)
+            if is_weights is not None:
+                per_token = per_token * is_weights[rows].to(per_token.device)
+            loss = self._aggregate(per_token, mb.mask.to(per_token.device), normaliser)
+            self.manual_backward(loss)
+            total += loss.detach().cpu()
+        return total
+
+    def _normaliser(self, tb: TrajectoryBatch) -> float:
+        """The aggregation's denominator over the whole (all-rank) optimisation mini-batch."""
+        hp = self.hparams
+        if hp.aggregation == "token_mean":
+            count = float(tb.mask.sum())
+            return float(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="mean"))
+        return float(len(tb.response_ids))  # sequences per rank; DP averaging makes it global
+
+    def _aggregate(self, per_token: Tensor, mask: Tensor, normaliser: float) -> Tensor:
+        hp = self.hparams
+        if hp.aggregation == "constant":
+            return losses.aggregate_constant(per_token, normaliser, hp.max_response_tokens)
+        if hp.aggregation == "token_mean":
+            return losses.aggregate_token_mean(per_token, normaliser)
+        return losses.aggregate_seq_mean_token_mean(per_token, mask, normaliser)
+
+    # ---------------------------------------------------------------- logging
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.timings[phase] = time.perf_counter() - start
+        self.log(f"time/{phase}_s", self.timings[phase])
+
+    def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats) -> None:
+        ordinary = rewards[~is_hybrid]
+        hybrid = rewards[is_hybrid]
+        prefix_lens = tb.prefix_mask.sum(-1)[is_hybrid.view(-1)].float()
+        response_lens = tb.mask.sum(-1).float()
+        metrics = {
+            "train/loss": loss, "train/grad_norm": grad_norm,
+            "reward/ordinary": ordinary.mean() if ordinary.numel() else torch.tensor(float("nan")),
+            "reward/hybrid": hybrid.mean() if hybrid.numel() else torch.tensor(float("nan")),
+            "rollout/response_len": response_lens.mean(),
+            "rollout/prefix_len": prefix_lens.mean() if prefix_lens.numel() else torch.tensor(0.0),
+            "rollout/prefix_ratio": (prefix_lens / response_lens[is_hybrid.view(-1)].clamp(min=1)).mean()
+            if prefix_lens.numel() else torch.tensor(0.0),
+            **{k: float(v) for k, v in reward_stats.items()},
+        }
+        self.log_dict(metrics, prog_bar=False)
+        self.log("reward", rewards.mean(), prog_bar=True)
+
+    # ---------------------------------------------------------------- validation & export
+    def validation_step(self, batch: PromptDemoBatch, batch_idx: int) -> None:
+        from prefix_rft_pl.engines.hf import HFEngine
+        from prefix_rft_pl.types import GenerationRequest
+
+        engine = HFEngine(self.policy, self.tokenizer)  # the trainer's current weights, always
+        requests = [GenerationRequest(item.prompt_ids, self.hparams.max_response_tokens) for item in batch.items]
+        rollouts = engine.generate(requests, SamplingConfig(temperature=self.hparams.val_temperature))
+        texts = [self.tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in rollouts]
+        result = self.reward_fn(texts, [item.answers for item in batch.items])
+        self.log("val/accuracy", sum(result.rewards) / len(batch), batch_size=len(batch), prog_bar=True, sync_dist=True)
+
+    def on_train_end(self) -> None:
+        from prefix_rft_pl.export import export_hf
+
+        export_hf(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["prefix_range"] = (self.prefix_low, self.prefix_high)
+
+    def teardown(self, stage: str) -> None:
+        if self.reward_fn is not None and hasattr(self.reward_fn, "close"):
+            self.reward_fn.close()

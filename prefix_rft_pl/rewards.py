@@ -1,0 +1,309 @@
+"""Answer extraction and checking: reward 1 when the last \\boxed{} answer is equivalent to
+any accepted answer, as math-verify decides (`verify(gold, pred)`, gold first).
+
+A reward must never hang or crash training (SPEC 2.3). math-verify bounds its own work
+with SIGALRM, which only works in a main thread and cannot interrupt C code (sympy on huge
+integers), so grading runs in worker processes with math-verify's timeouts off, and the
+parent enforces a hard bound per answer: a worker past it is killed and replaced, the
+answer scores 0 and counts as a timeout. Exceptions score 0 and count as errors.
+
+Pitfalls of the real benchmarks handled here (SPEC 4), so that evaluation reuses them:
+zero-padded AIME answers ("025") and AMC floats ("27.0") are caught by an exact decimal
+comparison before math-verify; e-notation ("4.5e33") is rewritten as 4.5\\times10^{33},
+which math-verify would otherwise read as 4.5*e*33; multi-answer and interval answers are
+left to math-verify, which compares "a, b" as sets and parses intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import re
+import signal
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from multiprocessing.connection import wait
+
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+@dataclass
+class RewardResult:
+    rewards: list[float]   # 1.0 correct, 0.0 otherwise (no answer, wrong, timeout, error)
+    num_timeouts: int      # answers whose grading passed the hard time bound
+    num_errors: int        # answers whose grading raised
+    num_no_answer: int     # completions without a complete \boxed{...}
+
+
+# ---------------------------------------------------------------- pure functions
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced.
+
+    `\\{` and `\\}` inside the box are content, not delimiters. `\\boxed 5` (no braces)
+    yields "5". A last box left unclosed (a truncated completion) yields None: an earlier
+    box is an intermediate result, not the final answer.
+    """
+    start = max(text.rfind(cmd) for cmd in BOX_COMMANDS)
+    if start < 0:
+        return None
+    cmd = next(c for c in BOX_COMMANDS if text.startswith(c, start))
+    rest = text[start + len(cmd):]
+    if rest[:1] == " ":
+        return rest[1:].split("$")[0].split()[0] if rest[1:].strip() else None
+    if rest[:1] != "{":
+        return None
+    depth, i = 0, 0
+    while i < len(rest):
+        ch = rest[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return rest[1:i].strip()
+        i += 1
+    return None
+
+
+_E_NOTATION = re.compile(r"(?<![\w\\.])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
+_TRIVIAL = re.compile(r"\s+|\$|\\left|\\right|\\!|\\,|\\;|\\:|\\ ")
+
+
+def expand_e_notation(text: str) -> str:
+    """'4.5e33' -> '4.5\\times10^{33}' (math-verify reads the former as 4.5*e*33)."""
+    return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{int(m.group(2))}}}", text)
+
+
+def normalize_trivially(text: str) -> str:
+    """Drop spacing, dollars, \\left/\\right and a trailing period: nothing that changes meaning."""
+    return _TRIVIAL.sub("", text).rstrip(".")
+
+
+def as_decimal(text: str) -> Decimal | None:
+    """The exact decimal value of a plain number ('025', '27.0', '4.5e33'), else None."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def quick_verdict(pred: str, golds: Sequence[str]) -> bool | None:
+    """Decide without math-verify when that is safe: True on a trivially equal answer,
+    False when every string is a plain integer and none is equal; None: ask math-verify."""
+    p = normalize_trivially(pred)
+    p_num = as_decimal(p)
+    all_ints = p_num is not None and p.lstrip("+-").isdigit()
+    for gold in golds:
+        g = normalize_trivially(gold)
+        g_num = as_decimal(g)
+        if p == g or (p_num is not None and g_num is not None and p_num == g_num):
+            return True
+        all_ints = all_ints and g_num is not None and g.lstrip("+-").isdigit()
+    return False if all_ints else None
+
+
+def wrap_for_math_verify(answer: str) -> str:
+    """Gold and extracted answers as math-verify's LaTeX extractor expects them."""
+    answer = expand_e_notation(answer.strip())
+    return answer if "$" in answer or "\\boxed" in answer else f"\\boxed{{{answer}}}"
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str):
+    """math-verify's parse with its signal timeout off; gold answers repeat, hence the cache."""
+    from math_verify import parse
+
+    return parse(wrap_for_math_verify(text), parsing_timeout=None)
+
+
+def grade(pred: str, golds: Sequence[str]) -> bool:
+    """True when `pred` (an extracted answer) is equivalent to any accepted gold answer.
+
+    No time bound of its own: call it in a worker process that can be killed.
+    """
+    from math_verify import verify
+
+    quick = quick_verdict(pred, golds)
+    if quick is not None:
+        return quick
+    parsed_pred = _parse(pred)
+    return any(verify(_parse(g), parsed_pred, timeout_seconds=None) for g in golds)
+
+
+# ---------------------------------------------------------------- worker processes
+
+def _worker_main(conn) -> None:
+    """Grade (index, pred, golds) messages until the pipe closes; reply (index, ok, error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    logging.disable(logging.WARNING)              # math-verify warns on every call with timeouts off
+    import math_verify  # noqa: F401  (import before saying ready: it is not part of any answer's time)
+
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        index, pred, golds = msg
+        try:
+            conn.send((index, grade(pred, golds), None))
+        except Exception as exc:  # noqa: BLE001  (any grading failure scores 0)
+            conn.send((index, False, repr(exc)))
+
+
+class _Worker:
+    """One grading process and the answer it is working on."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.started = time.monotonic()
+        self.task: int | None = None   # index of the answer being graded
+        self.deadline = float("inf")
+
+    def submit(self, index: int, pred: str, golds: Sequence[str], timeout_s: float) -> None:
+        self.conn.send((index, pred, list(golds)))
+        self.task, self.deadline = index, time.monotonic() + timeout_s
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+def _stop_workers(workers: list[_Worker]) -> None:
+    for worker in workers:
+        try:
+            worker.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+    for worker in workers:
+        worker.process.join(timeout=1)
+        worker.kill()
+    workers.clear()
+
+
+class MathVerifyReward:
+    """Reward = 1.0 when the last \\boxed{} answer matches any accepted answer, else 0.0.
+
+    Args:
+        num_workers: grading processes, started on the first call and reused.
+        timeout_s: hard bound on the grading time of one answer (all its golds).
+        startup_timeout_s: how long a new worker may take to import math-verify.
+    """
+
+    def __init__(self, num_workers: int = 2, timeout_s: float = 2.0, startup_timeout_s: float = 60.0):
+        self.num_workers = num_workers
+        self.timeout_s = timeout_s
+        self.startup_timeout_s = startup_timeout_s
+        self._workers: list[_Worker] = []
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_workers"] = []  # processes do not travel; the copy starts its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def close(self) -> None:
+        _stop_workers(self._workers)
+
+    def __call__(self, completions: Sequence[str], answers: Sequence[Sequence[str]]) -> RewardResult:
+        if len(completions) != len(answers):
+            raise ValueError(f"{len(completions)} completions but {len(answers)} answer lists")
+        preds = [extract_boxed(c) for c in completions]
+        result = RewardResult([0.0] * len(preds), 0, 0, sum(p is None for p in preds))
+        pending = deque()
+        for i, (pred, golds) in enumerate(zip(preds, answers)):
+            quick = None if pred is None else quick_verdict(pred, golds)
+            if quick is not None:
+                result.rewards[i] = float(quick)
+            elif pred is not None:
+                pending.append((i, pred, list(golds)))
+        if pending:
+            self._grade_in_workers(pending, result)
+        return result
+
+    def _ensure_workers(self) -> None:
+        if not self._workers:
+            weakref.finalize(self, _stop_workers, self._workers)  # also runs at exit
+        while len(self._workers) < self.num_workers:
+            self._workers.append(_Worker(_context()))
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(_context())
+
+    def _grade_in_workers(self, pending: deque, result: RewardResult) -> None:
+        self._ensure_workers()
+        num_left = len(pending)
+        while num_left:
+            for worker in self._workers:
+                if worker.ready and worker.task is None and pending:
+                    worker.submit(*pending.popleft(), self.timeout_s)
+            now = time.monotonic()
+            deadlines = [w.deadline for w in self._workers if w.task is not None]
+            deadlines += [w.started + self.startup_timeout_s for w in self._workers if not w.ready]
+            ready = wait([w.conn for w in self._workers], timeout=max(0.0, min(deadlines) - now))
+            for worker in list(self._workers):
+                if worker.conn in ready:
+                    num_left -= self._receive(worker, result)
+            num_left -= self._expire(result, pending)
+
+    def _receive(self, worker: _Worker, result: RewardResult) -> int:
+        """Read one message from `worker`; return how many answers it settled."""
+        try:
+            index, ok, error = worker.conn.recv()
+        except (EOFError, OSError):  # the worker died: its answer is an error
+            index, ok, error = worker.task, False, "worker died"
+            self._replace(worker)
+            if index is None:
+                return 0
+        if index == "ready":
+            worker.ready = True
+            return 0
+        worker.task, worker.deadline = None, float("inf")
+        result.rewards[index] = float(ok)
+        result.num_errors += error is not None
+        return 1
+
+    def _expire(self, result: RewardResult, pending: deque) -> int:
+        """Kill workers past their bound; return how many answers that settled."""
+        now, settled = time.monotonic(), 0
+        for worker in list(self._workers):
+            if worker.task is not None and now >= worker.deadline:
+                result.num_timeouts += 1
+                settled += 1
+                self._replace(worker)
+            elif not worker.ready and now >= worker.started + self.startup_timeout_s:
+                self._replace(worker)
+                if all(not w.ready for w in self._workers):  # nothing can grade: give up
+                    result.num_errors += len(pending)
+                    settled += len(pending)
+                    pending.clear()
+        return settled
+
+
+def _context():
+    """forkserver: safe after CUDA/threads are up (unlike fork), and cheap to respawn
+    (unlike spawn) because the server preloads math-verify once."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["prefix_rft_pl.rewards", "math_verify"])
+    return ctx

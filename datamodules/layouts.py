@@ -84,7 +84,8 @@ def _message_text(value: Any, field: str, role: str | None) -> str:
 
 
 def _problem(value: Any, field: str) -> str:
-    if isinstance(value, list):  # chat messages: the problem is the last user turn
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        # chat messages: the problem is the last user turn
         users = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
             raise BadRow("missing_field", f"{field!r} has no user message")

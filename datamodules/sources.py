@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 
 class MalformedFileError(ValueError):
@@ -53,26 +53,24 @@ def _file_kind(path: str) -> str:
 
 
 def _resolve_one(spec: str) -> list[Source]:
-    if any(ch in spec for ch in "*?[") and not spec.startswith(("hf://",)) and "?" not in spec.split("/")[-1][:1]:
+    if "*" in spec or "[" in spec:  # a glob ("?" is kept for hub options)
         paths = sorted(glob.glob(spec, recursive=True))
-        if paths:
-            return [Source(_file_kind(p), p) for p in paths]
+        if not paths:
+            raise FileNotFoundError(f"{spec}: the glob matches no file")
+        return [Source(_file_kind(p), p) for p in paths]
     if os.path.isfile(spec):
         return [Source(_file_kind(spec), spec)]
-    parts = urlsplit(spec)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    name = spec.split("?", 1)[0]
+    name, _, options = spec.partition("?")
+    query = {k: v[-1] for k, v in parse_qs(options).items()}
     unknown = sorted(set(query) - {"config", "split"})
     if unknown:
         raise ValueError(f"{spec}: unknown options {unknown} (use ?config=...&split=...)")
+    if name.endswith((".jsonl", ".json", ".parquet")):
+        raise FileNotFoundError(f"{spec}: no such file")
     split = query.get("split", "train")
-    if os.path.isdir(name) and any(
-        os.path.exists(os.path.join(name, f)) for f in ("state.json", "dataset_dict.json")
-    ):
+    if os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in ("state.json", "dataset_dict.json")):
         return [Source("disk", name, split=split)]
-    if os.path.isdir(name) or ("/" in name and not os.path.exists(name) and not any(c in name for c in "*[")):
-        return [Source("hub", name, query.get("config"), split)]
-    raise FileNotFoundError(f"{spec}: no such file, glob match, dataset directory or hub id")
+    return [Source("hub", name, query.get("config"), split)]  # a hub id or a local dataset directory
 
 
 def resolve_sources(spec: list[str] | str | None) -> list[Source]:
@@ -95,14 +93,16 @@ def _iter_jsonl(path: str) -> Iterator[RawRow]:
 def _datasets_rows(source: Source) -> Iterator[Any]:
     import datasets
 
-    if source.kind == "parquet":
-        return iter(datasets.load_dataset("parquet", data_files=source.path, split="train", streaming=True))
     if source.kind == "disk":
         loaded = datasets.load_from_disk(source.path)
-        if isinstance(loaded, datasets.DatasetDict):
-            loaded = loaded[source.split]
-        return iter(loaded)
-    return iter(datasets.load_dataset(source.path, name=source.config, split=source.split, streaming=True))
+        return iter(loaded[source.split] if isinstance(loaded, datasets.DatasetDict) else loaded)
+    if source.kind == "parquet":
+        stream = datasets.load_dataset("parquet", data_files=source.path, split="train", streaming=True)
+    else:
+        stream = datasets.load_dataset(source.path, name=source.config, split=source.split, streaming=True)
+    # Not iter(stream): inside a DataLoader worker that would read only the worker's shards,
+    # while every worker here walks the whole stream (see stream.chunked).
+    return (dict(zip(batch, values)) for batch in stream.iter(batch_size=64) for values in zip(*batch.values()))
 
 
 def _source_name(source: Source) -> str:
@@ -142,7 +142,12 @@ def count_rows(source: Source) -> int:
     if source.kind == "jsonl":
         with open(source.path, "rb") as f:
             return sum(1 for line in f if line.strip())
-    return sum(1 for _ in iter_source(source))
+    if source.kind == "disk":
+        import datasets
+
+        loaded = datasets.load_from_disk(source.path)
+        return len(loaded[source.split] if isinstance(loaded, datasets.DatasetDict) else loaded)
+    return sum(1 for _ in iter_source(source))  # hub streams and JSON arrays: one pass
 
 
 def load_row(raw: RawRow) -> Any:

@@ -59,9 +59,11 @@ def render_prompt(problem: str, template: str, tokenizer: Any = None) -> str:
 def encode_prompt(problem: str, template: str, tokenizer: Any) -> list[int]:
     """Token ids of the rendered prompt. Special tokens come from the template text, so the
     tokenizer adds none of its own (no second BOS)."""
-    return tokenizer(render_prompt(problem, template, tokenizer), add_special_tokens=False)["input_ids"]
+    text = render_prompt(problem, template, tokenizer)
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def encode_demo(demo: str, tokenizer: Any) -> list[int]:
     """Token ids of a demonstration, tokenised once without special tokens, EOS appended."""
-    return tokenizer(demo, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    # verbose=False: long demonstrations are expected, not a model_max_length mistake
+    return tokenizer(demo, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]

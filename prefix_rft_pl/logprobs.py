@@ -10,8 +10,13 @@ logits exist at a time, in the forward pass and in the backward pass alike:
   chunk's weight gradient in place into one [V, H] buffer.
 - `lm_head` given as a module (any callable [c, H] -> [c, V]): each chunk runs under
   `torch.utils.checkpoint` (non-reentrant), which saves the chunk's input only. This is
-  the path for FSDP2: the module's own hooks gather its sharded (DTensor) weight on each
-  call, so nothing here touches a DTensor. It costs one extra [V, H] gradient transient.
+  the path for an lm_head that is its own FSDP2 unit: its hooks gather the sharded
+  (DTensor) weight on each call, so nothing here touches a DTensor. It costs one extra
+  [V, H] gradient transient and, under FSDP2, an all-gather per chunk.
+
+`logprobs_from_model` goes through the model's own forward (lm_head on zero tokens), so an
+FSDP2 root keeps its parameters (embeddings, tied or not, and the head) gathered for the
+chunks; checked here on one process (gloo, world size 1), not yet across ranks.
 
 Entropy is computed under no_grad: it is used to select prefix tokens and for statistics,
 never as a loss term, so it carries no gradient. The logits are the lm_head's output in
@@ -84,22 +89,30 @@ def logprobs_from_model(
     chunk_size: int = 512,
     with_entropy: bool = True,
 ) -> tuple[Tensor, Tensor | None]:  # [N, T] float32 logprobs, [N, T] float32 entropy or None
-    """Run the backbone for its last hidden state, then `token_logprobs_and_entropy`.
+    """Run the model for the backbone's last hidden state, then `token_logprobs_and_entropy`.
 
-    `get_output_embeddings()` is the lm_head whether or not it is tied to the input
-    embedding. A plain weight takes the weight path; a sharded one (a DTensor under FSDP2)
-    or a head with a bias takes the module path, so that the head's own forward (and its
-    FSDP2 hooks) produce the logits. Under FSDP2 the backbone and the head are called
-    directly, not through the root's forward, so each must be (inside) its own fully_shard
-    unit for its parameters to be gathered.
+    The model is called through its own forward (so FSDP2's root hooks gather the root's
+    parameters) with `logits_to_keep` an empty index, so HF's lm_head runs on zero tokens;
+    a forward hook on `get_decoder()` captures the last hidden state. `get_output_embeddings()`
+    is the lm_head whether or not it is tied to the input embedding. A plain weight takes
+    the weight path; a sharded one (a DTensor: lm_head its own FSDP2 unit) or a head with a
+    bias takes the module path, so that the head's own forward and hooks make the logits.
     """
-    backbone = model.get_decoder()
-    hidden = backbone(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-    ).last_hidden_state                                                  # [N, T, H]
+    captured = []
+    hook = model.get_decoder().register_forward_hook(
+        lambda _module, _args, output: captured.append(output.last_hidden_state)
+    )
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device),
+        )
+    finally:
+        hook.remove()
+    (hidden,) = captured                                                 # [N, T, H]
     head = model.get_output_embeddings()
     # exact type: a DTensor (FSDP2) or a quantised parameter subclass takes the module path
     plain_weight = type(head.weight) in (Tensor, torch.nn.Parameter)
@@ -158,7 +171,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
             grad_logits = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_()  # softmax
             grad_logits.mul_(-g.unsqueeze(-1))
             grad_logits[torch.arange(t.numel(), device=t.device), t] += g
-            grad_logits = (grad_logits / ctx.temperature).to(weight.dtype)  # [c, V]
+            grad_logits = grad_logits.div_(ctx.temperature).to(weight.dtype)  # [c, V]
             if grad_hidden is not None:
                 grad_hidden[chunk] = grad_logits @ weight                # [c, H]
             if grad_weight is not None:

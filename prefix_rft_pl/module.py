@@ -129,6 +129,7 @@ class PrefixRFTModule(L.LightningModule):
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.policy)
         self.policy = AutoModelForCausalLM.from_pretrained(self.hparams.policy, dtype=getattr(torch, self.hparams.dtype))
+        self.policy.train()  # from_pretrained returns eval mode
         if self.hparams.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if getattr(self, "device_mesh", None) is not None:
@@ -163,6 +164,9 @@ class PrefixRFTModule(L.LightningModule):
                                self.hparams.learning_rate, self.hparams.weight_decay)
 
     # ---------------------------------------------------------------- training
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch  # token-id lists: tensors are built, on the right device, after the rollout
+
     def training_step(self, batch: PromptDemoBatch, batch_idx: int) -> dict[str, Tensor]:
         hp = self.hparams
         with self._timed("rollout"):

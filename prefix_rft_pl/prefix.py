@@ -111,7 +111,8 @@ def build_group_requests(
         for _ in range(num_hybrid):
             demo = rng.choice(item.demo_ids)[:max_response_tokens]
             length = prefix_length(next(ratios), len(demo), min_prefix_tokens)
-            requests.append(GenerationRequest(item.prompt_ids, max_response_tokens - length, demo[:length], 1))
+            budget = 0 if length == len(demo) else max_response_tokens - length  # whole demo: nothing to add
+            requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length], 1))
             owners.append(index)
     return requests, owners
 

@@ -17,9 +17,10 @@ left to math-verify, which compares "a, b" as sets and parses intervals.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import re
 import signal
+import subprocess
+import sys
 import time
 import weakref
 from collections import deque
@@ -27,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from multiprocessing.connection import wait
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -142,12 +145,30 @@ def grade(pred: str, golds: Sequence[str]) -> bool:
 
 # ---------------------------------------------------------------- worker processes
 
-def _worker_main(conn) -> None:
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_WARM_UP = [("\\frac{1}{2}", "0.5"), ("(1, 2]", "(1,2]"), ("x^2+1", "1+x^{2}"), ("3, 5", "5,3"), ("\\sqrt{2}", "2^{1/2}")]
+_WORKER_CODE = "import sys; sys.path.insert(0, sys.argv[1]); from prefix_rft_pl.rewards import _worker_main; _worker_main(int(sys.argv[2]))"
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when its parent dies, even mid-computation
+    (a stuck sympy call holds the GIL, so no Python-level watchdog could run)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(fd: int) -> None:
     """Grade (index, pred, golds) messages until the pipe closes; reply (index, ok, error)."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     logging.disable(logging.WARNING)              # math-verify warns on every call with timeouts off
-    import math_verify  # noqa: F401  (import before saying ready: it is not part of any answer's time)
-
+    for pred, gold in _WARM_UP:  # imports and lazy parser set-up are no answer's time
+        grade(pred, [gold])
+    conn = Connection(fd)
     conn.send(("ready", None, None))
     while True:
         try:
@@ -164,12 +185,18 @@ def _worker_main(conn) -> None:
 
 
 class _Worker:
-    """One grading process and the answer it is working on."""
+    """One grading process and the answer it is working on.
 
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
+    A fresh interpreter (not multiprocessing): spawn/forkserver re-import the caller's
+    __main__ in every worker, fork is unsafe once CUDA or threads are up.
+    """
+
+    def __init__(self):
+        self.conn, child = Pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE, _PACKAGE_ROOT, str(child.fileno())],
+            pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+        )
         child.close()
         self.ready = False
         self.started = time.monotonic()
@@ -181,20 +208,21 @@ class _Worker:
         self.task, self.deadline = index, time.monotonic() + timeout_s
 
     def kill(self) -> None:
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join(timeout=5)
+        self.process.wait()
         self.conn.close()
 
 
 def _stop_workers(workers: list[_Worker]) -> None:
+    """Ask idle workers to exit, kill busy or still starting ones."""
     for worker in workers:
-        try:
-            worker.conn.send(None)
-        except (OSError, BrokenPipeError):
-            pass
-    for worker in workers:
-        worker.process.join(timeout=1)
+        if worker.ready and worker.task is None:
+            try:
+                worker.conn.send(None)
+                worker.process.wait(timeout=1)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         worker.kill()
     workers.clear()
 
@@ -245,11 +273,11 @@ class MathVerifyReward:
         if not self._workers:
             weakref.finalize(self, _stop_workers, self._workers)  # also runs at exit
         while len(self._workers) < self.num_workers:
-            self._workers.append(_Worker(_context()))
+            self._workers.append(_Worker())
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(_context())
+        self._workers[self._workers.index(worker)] = _Worker()
 
     def _grade_in_workers(self, pending: deque, result: RewardResult) -> None:
         self._ensure_workers()
@@ -261,7 +289,7 @@ class MathVerifyReward:
             now = time.monotonic()
             deadlines = [w.deadline for w in self._workers if w.task is not None]
             deadlines += [w.started + self.startup_timeout_s for w in self._workers if not w.ready]
-            ready = wait([w.conn for w in self._workers], timeout=max(0.0, min(deadlines) - now))
+            ready = wait([w.conn for w in self._workers], timeout=max(0.0, min(deadlines, default=now + 1.0) - now))
             for worker in list(self._workers):
                 if worker.conn in ready:
                     num_left -= self._receive(worker, result)
@@ -300,10 +328,3 @@ class MathVerifyReward:
                     pending.clear()
         return settled
 
-
-def _context():
-    """forkserver: safe after CUDA/threads are up (unlike fork), and cheap to respawn
-    (unlike spawn) because the server preloads math-verify once."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["prefix_rft_pl.rewards", "math_verify"])
-    return ctx

@@ -32,6 +32,7 @@ Choices, and where they depart from the reference code:
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -88,7 +89,10 @@ class VLLMEngine:
             warnings.warn(f"vLLM has no sleep mode on {current_platform.device_type}; enable_sleep_mode ignored")
             enable_sleep_mode = False
         self.sleep_mode = enable_sleep_mode
+        self.asleep = False
         self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        # vLLM's in-process worker starts a one-rank process group when none is up
+        self._owns_process_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         kv_bytes = None if kv_cache_gib is None else int(kv_cache_gib * 2**30)
         self.llm = LLM(
             model=str(model),
@@ -117,31 +121,26 @@ class VLLMEngine:
         """
         from vllm import SamplingParams, TokensPrompt
 
-        live = [i for i, r in enumerate(requests) if r.max_new_tokens > 0 and r.num_samples > 0]
-        prompts = [TokensPrompt(prompt_token_ids=list(requests[i].prompt_ids) + list(requests[i].prefix_ids)) for i in live]
-        params = [
-            SamplingParams(
-                n=requests[i].num_samples,
-                max_tokens=requests[i].max_new_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                logprobs=0,            # the sampled token's log-prob only
-                flat_logprobs=True,    # one flat list per sample instead of T dicts
-                detokenize=False,      # callers decode what they need
-            )
-            for i in live
-        ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False) if live else []
-        by_request = dict(zip(live, outputs))
-        rollouts: list[Rollout] = []
+        self.wake_up()
+        owners: list[int] = []          # request index of each vLLM prompt
+        prompts, params = [], []
         for i, request in enumerate(requests):
-            if i not in by_request:
-                rollouts += [Rollout([], [], "length") for _ in range(request.num_samples)]
+            if request.max_new_tokens <= 0 or request.num_samples <= 0:
                 continue
-            samples = sorted(by_request[i].outputs, key=lambda c: c.index)
-            rollouts += [_to_rollout(c) for c in samples]
-        return rollouts
+            # vLLM refuses n > 1 at temperature 0: greedy samples go in as separate copies
+            copies, n = (request.num_samples, 1) if sampling.temperature == 0 else (1, request.num_samples)
+            owners += [i] * copies
+            prompts += [TokensPrompt(prompt_token_ids=list(request.prompt_ids) + list(request.prefix_ids))] * copies
+            params += [_sampling_params(SamplingParams, n, request.max_new_tokens, sampling)] * copies
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        samples: dict[int, list[Rollout]] = {i: [] for i in owners}
+        for i, output in zip(owners, outputs):
+            samples[i] += [_to_rollout(c) for c in sorted(output.outputs, key=lambda c: c.index)]
+        return [
+            rollout
+            for i, request in enumerate(requests)
+            for rollout in samples.get(i) or [Rollout([], [], "length") for _ in range(request.num_samples)]
+        ]
 
     def greedy(self, requests: Sequence[GenerationRequest]) -> list[Rollout]:
         """Greedy continuations (temperature 0); log-probs are log_softmax(logits)."""
@@ -155,6 +154,7 @@ class VLLMEngine:
         Tensors are consumed one at a time (a generator keeps memory bounded) and cast to
         the engine's dtype by vLLM's weight loaders.
         """
+        self.wake_up()  # level-2 sleep dropped the weights: every one must come in now
         weights: Iterable[tuple[str, Tensor]] = named_tensors
         if not self.in_process:
             weights = [(name, tensor.detach().cpu()) for name, tensor in named_tensors]
@@ -169,14 +169,44 @@ class VLLMEngine:
     def sleep(self, level: int = 1) -> None:
         """Free GPU memory after a rollout phase: level 1 offloads weights to host memory
         and drops the KV cache; level 2 drops both (the next `update_weights` must then
-        bring every weight). A no-op without sleep mode."""
-        if self.sleep_mode:
+        bring every weight). `generate` and `update_weights` wake the engine up first.
+        A no-op without sleep mode."""
+        if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=level)
+            self.asleep = True
 
-    def wake_up(self, tags: list[str] | None = None) -> None:
-        """Reallocate what `sleep` freed (tags: "weights", "kv_cache"; None = all)."""
-        if self.sleep_mode:
-            self.llm.wake_up(tags)
+    def wake_up(self) -> None:
+        """Reallocate what `sleep` freed (weights and KV cache)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory, so that another can start in this process."""
+        if self.llm is None:
+            return
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        destroy_model_parallel()
+        if self._owns_process_group:
+            destroy_distributed_environment()
+        gc.collect()
+
+
+def _sampling_params(cls, n: int, max_tokens: int, sampling: SamplingConfig):
+    """vLLM `SamplingParams` (passed in as `cls`, vllm is imported lazily) for one request."""
+    return cls(
+        n=n,
+        max_tokens=max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        logprobs=0,            # the sampled token's log-prob only
+        flat_logprobs=True,    # one flat list per sample instead of T dicts
+        detokenize=False,      # callers decode what they need
+    )
 
 
 def _to_rollout(completion) -> Rollout:

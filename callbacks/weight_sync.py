@@ -1,0 +1,74 @@
+"""Keep a colocated vLLM engine on the trainer's current weights.
+
+After every training batch (its optimiser steps are done, the next rollout has not begun)
+the policy's parameters are pushed to `pl_module.engine`, and once more when training
+starts, so that a run resumed from a checkpoint, or a policy held in another dtype than
+the checkpoint on disk, never samples from the weights the engine was built with.
+
+Under FSDP2 the parameters are DTensor shards. Every rank gathers the full tensors one
+parameter at a time (`DTensor.full_tensor()`, a collective, so all ranks walk the same
+parameters in the same order) and streams them to its own engine: at most one full
+parameter is alive at a time beyond the shards. Shards are cast to the engine's dtype
+before the gather, which halves the traffic when the trainer holds float32 master weights
+(FSDP2 mixed precision) and the engine runs bfloat16.
+
+`HFEngine` samples from the live policy, so there is nothing to push; any engine that
+is not a `VLLMEngine` is left alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+
+
+def stream_full_tensors(policy: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[tuple[str, Tensor]]:
+    """(HF name, full detached tensor) for every parameter, cast to `dtype`, one at a time.
+
+    Sharded (DTensor) parameters are all-gathered as they are reached; call it on every
+    rank and consume the whole stream. Tied parameters appear once (`named_parameters`).
+    """
+    for name, param in policy.named_parameters():
+        tensor = param.detach()
+        if dtype is not None and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)          # on the shard, before the gather
+        if hasattr(tensor, "full_tensor"):     # DTensor (FSDP2)
+            tensor = tensor.full_tensor()
+        yield name, tensor
+
+
+def push_weights(policy: torch.nn.Module, engine) -> float:
+    """Stream `policy`'s weights into `engine`; returns the seconds it took."""
+    start = time.perf_counter()
+    engine.update_weights(stream_full_tensors(policy, getattr(engine, "dtype", None)))
+    return time.perf_counter() - start
+
+
+def needs_weights(engine) -> bool:
+    """True for engines holding their own copy of the weights (vLLM)."""
+    from prefix_rft_pl.engines.vllm import VLLMEngine  # no vllm import: that module imports it lazily
+
+    return isinstance(engine, VLLMEngine)
+
+
+class VLLMWeightSync(L.Callback):
+    """Push the policy's weights to the rollout engine after every training batch.
+
+    Logs `rollout/weight_sync_s`, the wall time of the push (gather included).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        engine = getattr(pl_module, "engine", None)
+        if needs_weights(engine):
+            push_weights(pl_module.policy, engine)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        engine = getattr(pl_module, "engine", None)
+        if not needs_weights(engine):
+            return
+        seconds = push_weights(pl_module.policy, engine)
+        pl_module.log("rollout/weight_sync_s", seconds, on_step=True, on_epoch=False, batch_size=1)

@@ -1,0 +1,142 @@
+"""Turn whatever `--ckpt` names into an HF model directory (or hub id) both engines can load.
+
+- HF model directory (has config.json), or a hub id (`owner/name`, not a local path): as is.
+- Lightning .ckpt of this framework: weights under `state_dict["policy.<hf name>"]`, base
+  model id/path in `hyper_parameters["policy"]`. The base's config and tokenizer are
+  rebuilt, the weights loaded, and the result saved as an HF directory `<ckpt>.hf` next to
+  the checkpoint, once.
+- FSDP2 sharded checkpoint directory as Lightning's ModelParallelStrategy writes it
+  (torch.distributed.checkpoint files plus `meta.pt`): consolidated once with
+  `dcp_to_torch_save`, then exported like a .ckpt to `<dir>.hf`.
+Anything else raises an error that says what was found.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+POLICY_PREFIX = "policy."
+DONE_MARKER = ".export_complete"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def is_hf_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def is_sharded_dir(path: Path) -> bool:
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def policy_state_dict(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """`policy.<hf name>` entries -> `<hf name>` (a torch.compile `_orig_mod.` is dropped too)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(POLICY_PREFIX):
+            out[key[len(POLICY_PREFIX):].replace("_orig_mod.", "")] = value
+    return out
+
+
+def describe(path: Path) -> str:
+    if not path.exists():
+        return "nothing at that path"
+    if path.is_file():
+        return f"a file of {path.stat().st_size} bytes with suffix {path.suffix or '(none)'}"
+    names = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"a directory without config.json or .metadata, containing: {shown or '(empty)'}"
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """An HF directory or hub id for `spec`, exporting framework checkpoints once."""
+    path = Path(spec).expanduser()
+    if is_hf_dir(path):
+        return str(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        return str(_cached_export(path, lambda: _load_lightning(path)))
+    if is_sharded_dir(path):
+        return str(_cached_export(path, lambda: _load_sharded(path)))
+    if not path.exists() and looks_like_hub_id(spec):
+        return spec
+    raise CheckpointError(
+        f"--ckpt {spec}: expected an HF model directory (config.json), a hub id (owner/name), a "
+        f"Lightning .ckpt, or an FSDP2 sharded checkpoint directory (.metadata); found {describe(path)}"
+    )
+
+
+def _load_lightning(path: Path) -> tuple[dict, dict]:
+    # weights_only=False: hyper_parameters may hold arbitrary objects (the user's own file)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint: keys {sorted(ckpt)[:8]}")
+    return ckpt["state_dict"], ckpt.get("hyper_parameters", {})
+
+
+def _load_sharded(path: Path) -> tuple[dict, dict]:
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    meta_file = path / "meta.pt"
+    meta = torch.load(meta_file, map_location="cpu", weights_only=False) if meta_file.is_file() else {}
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        consolidated = Path(tmp) / "consolidated.pt"
+        dcp_to_torch_save(path, consolidated)
+        state = torch.load(consolidated, map_location="cpu", weights_only=False)
+    if "state_dict" not in state:
+        raise CheckpointError(f"{path}: sharded checkpoint without a 'state_dict' entry: {sorted(state)[:8]}")
+    return state["state_dict"], meta.get("hyper_parameters", {})
+
+
+def _cached_export(path: Path, load) -> Path:
+    """`<path>.hf`: built once (atomically: a killed export leaves no half directory)."""
+    target = path.with_name(path.name + ".hf")
+    if (target / DONE_MARKER).is_file():
+        return target
+    state_dict, hparams = load()
+    base = hparams.get("policy")
+    if not base:
+        raise CheckpointError(f"{path}: no hyper_parameters['policy'] naming the base model")
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.export"))
+    try:
+        export_hf(str(base), policy_state_dict(state_dict), tmp)
+        (tmp / DONE_MARKER).touch()
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def export_hf(base: str, weights: dict[str, torch.Tensor], out: Path) -> None:
+    """Base config + tokenizer with `weights` loaded, saved as an HF directory at `out`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not weights:
+        raise CheckpointError("the checkpoint has no 'policy.*' weights")
+    config = AutoConfig.from_pretrained(base)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    dtype = next(iter(weights.values())).dtype
+    model = model.to_empty(device="cpu").to(dtype)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise CheckpointError(f"weights do not fit {base}: missing {sorted(set(missing) - tied)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    if tied:
+        model.tie_weights()
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(base).save_pretrained(str(out))

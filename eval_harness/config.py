@@ -1,0 +1,72 @@
+"""The evaluation protocol: the paper's as defaults (SPEC 4), every field overridable from
+the command line or a YAML file, and all of it recorded in results.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PAPER_BENCHMARKS = ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"]
+
+
+@dataclass
+class EvalConfig:
+    ckpt: str
+    """HF model directory or hub id, Lightning .ckpt of this framework, or an FSDP2 sharded checkpoint directory."""
+    benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
+    """Registry names (aime24, aime25, amc, amc23, math500, minerva, olympiadbench) or .jsonl paths."""
+    data_dir: str | None = None
+    """Folder with <benchmark>.jsonl files ({id, problem, answer: [...]}); the hub otherwise."""
+    out: str = "eval_out"
+    """Output folder: samples_<benchmark>.jsonl, results.json, results.md, pass_at_k.png."""
+
+    # -- protocol (SPEC 4) ---------------------------------------------------------------
+    num_samples: dict[str, int] = field(default_factory=lambda: {"aime24": 32, "aime25": 32, "amc": 32})
+    """Samples per problem by benchmark (paper: avg@32 on AIME24, AIME25, AMC)."""
+    default_num_samples: int = 1
+    """Samples per problem elsewhere (paper: pass@1 from one sample)."""
+    temperature: float = 0.6
+    top_p: float = 1.0
+    """Paper: 1.0 (0.95 is common elsewhere)."""
+    top_k: int = -1
+    max_new_tokens: int = 8192
+    """Paper: 8,192 (2,048 for LLaMA-3.1-8B)."""
+    template: str = "auto"
+    """auto (the tokenizer's chat template if it has one, else plain), chat, plain, qwen_math, llama3.1, toy, or a string with {problem}."""
+    seed: int = 0
+    """Sampling seed; every chunk of requests draws from its own seed derived from it."""
+
+    # -- generation ----------------------------------------------------------------------
+    engine: str = "vllm"
+    """vllm, or hf (transformers generate, the fallback)."""
+    dtype: str = "auto"
+    chunk_size: int = 256
+    """Requests (problem x sample) per engine call; samples are written after each chunk."""
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gib: float | None = None
+    """vLLM KV cache in GiB (set it on CPU)."""
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    """Engines (one process per device, CUDA_VISIBLE_DEVICES split); each takes every n-th chunk."""
+    shard: int | None = None
+    """Internal: this process's data-parallel rank (set by the launcher)."""
+    device: str = "auto"
+    """hf engine device: auto (cuda if available), cpu, cuda:0, ..."""
+
+    # -- grading -------------------------------------------------------------------------
+    grading_workers: int = 2
+    grading_timeout_s: float = 5.0
+    """Hard bound on the grading time of one answer."""
+    paper_row: str | None = None
+    """Published row to print beside the results (base, prefix_rft, ...); None: guessed from the checkpoint."""
+    limit: int | None = None
+    """Only the first N problems of each benchmark (smoke tests)."""
+
+    def samples_for(self, benchmark: str) -> int:
+        return self.num_samples.get(benchmark, self.default_num_samples)
+
+    def protocol(self) -> dict:
+        """The fields that determine the numbers: a resumed run must match them."""
+        keys = ("num_samples", "default_num_samples", "temperature", "top_p", "top_k", "max_new_tokens",
+                "template", "seed", "chunk_size", "engine", "dtype", "ckpt", "limit")
+        return {k: v for k, v in asdict(self).items() if k in keys}

@@ -1,0 +1,90 @@
+"""Prefix-RFT fits on the toy config with the vLLM CPU engine: the weight sync is tested for its
+effect. With `VLLMWeightSync` the stale-weight check (a tight `max_logprob_diff`) never fires
+and the log-prob gap is logged every step; without it the check stops the run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prefix_rft_pl.engines.checks import StaleWeightsError
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytest.importorskip("vllm")
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "toy" / "prefix_rft.yaml"
+MAX_LOGPROB_DIFF = 1e-3  # float32 engine vs float32 trainer agree to ~1e-5; one AdamW step moves them ~1e-2 apart
+ENGINE = {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True}
+
+
+def override_config(tmp_path: Path, model_dir, task_files, with_sync: bool) -> Path:
+    """The toy config with the vLLM engine, 3 steps, small batches and logs under tmp_path.
+
+    The policy is untrained, so ordinary rollouts all score 0. Prefixes of the whole
+    demonstration but its last token make the hybrid rollouts carry the right answer:
+    advantages, hence updates, are non-zero and a stale engine shows.
+    """
+    callbacks = [{"class_path": "callbacks.PrefixSchedule",
+                  "init_args": {"kind": "constant", "low_start": 1.0, "high": 1.0}}]
+    if with_sync:
+        callbacks.append({"class_path": "callbacks.VLLMWeightSync"})
+    override = {
+        "trainer": {
+            "max_steps": 3, "limit_val_batches": 0, "enable_checkpointing": False, "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path), "callbacks": callbacks,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
+        },
+        "model": {"policy": str(model_dir), "engine": "vllm", "engine_options": ENGINE,
+                  "max_logprob_diff": MAX_LOGPROB_DIFF, "group_size": 4, "reward_workers": 1},
+        "data": {"init_args": {"train_files": str(task_files["train"]), "val_files": str(task_files["heldout_easy"]),
+                               "batch_size": 4}},
+    }
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(override))))
+    return path
+
+
+def fit(tmp_path, model_dir, task_files, with_sync: bool):
+    from prefix_rft_pl.cli import PrefixRFTCLI
+    from prefix_rft_pl.module import PrefixRFTModule
+
+    override = override_config(tmp_path, model_dir, task_files, with_sync)
+    args = ["--config", str(CONFIG), "--config", str(override)]
+    cli = PrefixRFTCLI(PrefixRFTModule, datamodule_class=None, subclass_mode_data=True, save_config_callback=None,
+                       args=args, run=False)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        if cli.model.engine is not None:
+            cli.model.engine.close()  # the next test starts its own engine in this process
+    return cli.trainer
+
+
+def logged_rows(trainer) -> list[dict[str, str]]:
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, key: str) -> list[float]:
+    return [float(row[key]) for row in rows if row.get(key)]
+
+
+def test_fit_with_weight_sync_keeps_the_engine_on_the_trainers_weights(tmp_path, tiny_model_dir, toy_task_files):
+    trainer = fit(tmp_path, tiny_model_dir, toy_task_files, with_sync=True)
+    assert trainer.global_step == 3
+    rows = logged_rows(trainer)
+    assert max(column(rows, "train/grad_norm")) > 0  # the policy did move
+    diffs = column(rows, "rollout/logprob_diff_max")
+    assert len(diffs) == 3 and max(diffs) < MAX_LOGPROB_DIFF
+    assert len(column(rows, "rollout/logprob_diff_mean")) == 3
+    syncs = column(rows, "rollout/weight_sync_s")
+    assert len(syncs) == 3 and all(s > 0 for s in syncs)
+
+
+def test_fit_without_weight_sync_stops_on_stale_weights(tmp_path, tiny_model_dir, toy_task_files):
+    with pytest.raises(StaleWeightsError, match="stale or wrong weights"):
+        fit(tmp_path, tiny_model_dir, toy_task_files, with_sync=False)

@@ -121,22 +121,29 @@ def _cached_export(path: Path, load) -> Path:
 
 
 def export_hf(base: str, weights: dict[str, torch.Tensor], out: Path) -> None:
-    """Base config + tokenizer with `weights` loaded, saved as an HF directory at `out`."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Base config, generation config and tokenizer with `weights`, saved as an HF directory.
+
+    The weights are written as they are (no model is instantiated, so nothing is
+    re-initialised); their names are checked against the base architecture on the meta device.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     if not weights:
         raise CheckpointError("the checkpoint has no 'policy.*' weights")
     config = AutoConfig.from_pretrained(base)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    dtype = next(iter(weights.values())).dtype
-    model = model.to_empty(device="cpu").to(dtype)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+        expected = set(AutoModelForCausalLM.from_config(config).state_dict())
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
-    if set(missing) - tied or unexpected:
-        raise CheckpointError(f"weights do not fit {base}: missing {sorted(set(missing) - tied)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
-    if tied:
-        model.tie_weights()
-    model.save_pretrained(str(out))
+    missing, unexpected = expected - set(weights) - tied, set(weights) - expected
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not fit {base}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in weights.items() if k not in tied}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(str(out))
+    try:
+        GenerationConfig.from_pretrained(base).save_pretrained(str(out))
+    except OSError:
+        pass  # the base has no generation config
     AutoTokenizer.from_pretrained(base).save_pretrained(str(out))

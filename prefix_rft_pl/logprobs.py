@@ -167,8 +167,10 @@ class _ChunkedLogprobs(torch.autograd.Function):
             chunk = slice(start, start + ctx.chunk_size)
             h, t, g = hidden[chunk], targets[chunk], grad_logprobs[chunk]  # [c, H], [c], [c]
             logits = (h @ weight.T).float().div_(ctx.temperature)        # [c, V]
-            # d logprob / d logits = onehot(target) - softmax, times 1/temperature; in place
-            grad_logits = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_()  # softmax
+            # d logprob / d logits = onehot(target) - softmax, times 1/temperature; all in
+            # place, so one [c, V] float32 buffer is live next to the [V, H] gradient
+            grad_logits = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+            grad_logits.div_(grad_logits.sum(-1, keepdim=True))          # softmax
             grad_logits.mul_(-g.unsqueeze(-1))
             grad_logits[torch.arange(t.numel(), device=t.device), t] += g
             grad_logits = grad_logits.div_(ctx.temperature).to(weight.dtype)  # [c, V]

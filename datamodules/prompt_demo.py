@@ -184,6 +184,9 @@ class PromptDemoDataModule(L.LightningDataModule):
 
         rank, world_size = self._rank()
         positions = state_dict["positions"]
+        if state_dict.get("seed", self.hparams.seed) != self.hparams.seed:
+            log.warning("data seed changed from %s to %s: the resumed order is a different one",
+                        state_dict["seed"], self.hparams.seed)
         if len(positions) != world_size:
             epoch = min(p[0] for p in positions)
             log.warning("checkpoint has %d data ranks, run has %d: restarting data epoch %d from its start",

@@ -102,7 +102,7 @@ def _datasets_rows(source: Source) -> Iterator[Any]:
         stream = datasets.load_dataset(source.path, name=source.config, split=source.split, streaming=True)
     # Not iter(stream): inside a DataLoader worker that would read only the worker's shards,
     # while every worker here walks the whole stream (see stream.chunked).
-    return iter(stream)
+    return (dict(zip(batch, values)) for batch in stream.iter(batch_size=64) for values in zip(*batch.values()))
 
 
 def _source_name(source: Source) -> str:

@@ -60,17 +60,17 @@ def describe(path: Path) -> str:
     return f"a directory without config.json or .metadata, containing: {shown or '(empty)'}"
 
 
-def resolve_checkpoint(spec: str) -> str:
-    """An HF directory or hub id for `spec`, exporting framework checkpoints once."""
+def resolve_checkpoint(spec: str) -> tuple[str, str | None]:
+    """(HF directory or hub id, base model of a framework checkpoint or None) for `spec`."""
     path = Path(spec).expanduser()
     if is_hf_dir(path):
-        return str(path)
+        return str(path), None
     if path.is_file() and path.suffix == ".ckpt":
-        return str(_cached_export(path, lambda: _load_lightning(path)))
+        return _cached_export(path, lambda: _load_lightning(path))
     if is_sharded_dir(path):
-        return str(_cached_export(path, lambda: _load_sharded(path)))
+        return _cached_export(path, lambda: _load_sharded(path))
     if not path.exists() and looks_like_hub_id(spec):
-        return spec
+        return spec, None
     raise CheckpointError(
         f"--ckpt {spec}: expected an HF model directory (config.json), a hub id (owner/name), a "
         f"Lightning .ckpt, or an FSDP2 sharded checkpoint directory (.metadata); found {describe(path)}"
@@ -99,11 +99,11 @@ def _load_sharded(path: Path) -> tuple[dict, dict]:
     return state["state_dict"], meta.get("hyper_parameters", {})
 
 
-def _cached_export(path: Path, load) -> Path:
+def _cached_export(path: Path, load) -> tuple[str, str]:
     """`<path>.hf`: built once (atomically: a killed export leaves no half directory)."""
     target = path.with_name(path.name + ".hf")
     if (target / DONE_MARKER).is_file():
-        return target
+        return str(target), (target / DONE_MARKER).read_text()
     state_dict, hparams = load()
     base = hparams.get("policy")
     if not base:
@@ -111,13 +111,13 @@ def _cached_export(path: Path, load) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.export"))
     try:
         export_hf(str(base), policy_state_dict(state_dict), tmp)
-        (tmp / DONE_MARKER).touch()
+        (tmp / DONE_MARKER).write_text(str(base))  # the base, for the report
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return str(target), str(base)
 
 
 def export_hf(base: str, weights: dict[str, torch.Tensor], out: Path) -> None:

@@ -25,7 +25,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from multiprocessing import Pipe
@@ -41,6 +41,7 @@ class RewardResult:
     num_timeouts: int      # answers whose grading passed the hard time bound
     num_errors: int        # answers whose grading raised
     num_no_answer: int     # completions without a complete \boxed{...}
+    statuses: list[str] = field(default_factory=list)  # per completion: correct, wrong, no_answer, timeout, error
 
 
 # ---------------------------------------------------------------- pure functions
@@ -257,12 +258,14 @@ class MathVerifyReward:
         if len(completions) != len(answers):
             raise ValueError(f"{len(completions)} completions but {len(answers)} answer lists")
         preds = [extract_boxed(c) for c in completions]
-        result = RewardResult([0.0] * len(preds), 0, 0, sum(p is None for p in preds))
+        statuses = ["no_answer" if p is None else "wrong" for p in preds]
+        result = RewardResult([0.0] * len(preds), 0, 0, statuses.count("no_answer"), statuses)
         pending = deque()
         for i, (pred, golds) in enumerate(zip(preds, answers)):
             quick = None if pred is None else quick_verdict(pred, golds)
             if quick is not None:
                 result.rewards[i] = float(quick)
+                statuses[i] = "correct" if quick else "wrong"
             elif pred is not None:
                 pending.append((i, pred, list(golds)))
         if pending:
@@ -310,6 +313,7 @@ class MathVerifyReward:
         worker.task, worker.deadline = None, float("inf")
         result.rewards[index] = float(ok)
         result.num_errors += error is not None
+        result.statuses[index] = "error" if error is not None else "correct" if ok else "wrong"
         return 1
 
     def _expire(self, result: RewardResult, pending: deque) -> int:
@@ -318,12 +322,15 @@ class MathVerifyReward:
         for worker in list(self._workers):
             if worker.task is not None and now >= worker.deadline:
                 result.num_timeouts += 1
+                result.statuses[worker.task] = "timeout"
                 settled += 1
                 self._replace(worker)
             elif not worker.ready and now >= worker.started + self.startup_timeout_s:
                 self._replace(worker)
                 if all(not w.ready for w in self._workers):  # nothing can grade: give up
                     result.num_errors += len(pending)
+                    for index, _, _ in pending:
+                        result.statuses[index] = "error"
                     settled += len(pending)
                     pending.clear()
         return settled

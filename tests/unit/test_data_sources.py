@@ -9,6 +9,12 @@ import pytest
 from datamodules import PromptDemoDataModule
 from datamodules.sources import MalformedFileError, resolve_sources
 
+@pytest.fixture(scope="module", autouse=True)
+def _datasets_imported():
+    """Pay the one-off `import datasets` in setup, so test timings show the module's own cost."""
+    import datasets  # noqa: F401
+
+
 ROWS = [{"problem": f"p{i}", "solution": f"s{i} \\boxed{{{i}}}", "answer": str(i)} for i in range(12)]
 
 

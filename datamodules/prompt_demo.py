@@ -101,7 +101,7 @@ class PromptDemoDataModule(L.LightningDataModule):
         if self.position is None:
             self.position = Position()
 
-    def _order(self, sources: list, train: bool):
+    def _order(self, train: bool):
         from datamodules.stream import Order
 
         rank, world_size = self._rank()
@@ -124,7 +124,7 @@ class PromptDemoDataModule(L.LightningDataModule):
         if not self._train_sources:
             raise ValueError("train_files is not set")
         return TrainBatches(
-            self._train_sources, self._order(self._train_sources, True), self._renderer(True),
+            self._train_sources, self._order(True), self._renderer(True),
             self.hparams.batch_size, start=lambda: self.position, on_batch=self._on_batch_handed_out,
             skipped=self.skipped, num_workers=self.hparams.num_workers,
         )
@@ -135,7 +135,7 @@ class PromptDemoDataModule(L.LightningDataModule):
         self.setup("validate")
         if not self._val_sources:
             return []
-        return held_out_loader(self._val_sources, self._order(self._val_sources, False), self._renderer(False),
+        return held_out_loader(self._val_sources, self._order(False), self._renderer(False),
                                self.hparams.val_batch_size or self.hparams.batch_size,
                                self.hparams.num_workers, self.val_skipped)
 

@@ -69,6 +69,8 @@ class PrefixRFTModule(L.LightningModule):
         reward_timeout_s: float = 2.0,
         val_temperature: float = 0.0,
         gradient_checkpointing: bool = False,
+        demo_sft_coef: float = 0.0,
+        relift: bool = False,
         seed: int = 0,
     ):
         """
@@ -109,6 +111,10 @@ class PrefixRFTModule(L.LightningModule):
             reward_timeout_s: hard time bound per graded answer; over it the answer scores 0.
             val_temperature: sampling temperature of validation (0 = greedy).
             gradient_checkpointing: recompute activations in backward (saves memory).
+            demo_sft_coef: beta of "RL w/ SFT loss": every optimiser step adds beta x the token-mean
+                cross-entropy on the batch's demonstrations (0 disables).
+            relift: ReLIFT: prompts whose G rollouts all fail are collected, and once a batch of them is
+                ready, an SFT step on their demonstrations is interleaved after the RL update.
             seed: seed of prefix-length and demonstration sampling.
         """
         super().__init__()
@@ -120,6 +126,7 @@ class PrefixRFTModule(L.LightningModule):
         self.engine = None
         self.reward_fn = None
         self.timings: dict[str, float] = {}
+        self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed, waiting for SFT
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -184,7 +191,9 @@ class PrefixRFTModule(L.LightningModule):
         token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
         is_weights = self._is_weights(old_logprobs, tb)
         with self._timed("update"):
-            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights)
+            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights, batch.items)
+            if hp.relift:
+                self._relift_step(batch, rewards)
         self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
         return {"loss": loss, "entropy": entropy, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept}
 
@@ -269,7 +278,7 @@ class PrefixRFTModule(L.LightningModule):
         return kept[rank * n:(rank + 1) * n, : entropy.shape[1]]
 
     def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
-                is_weights: Tensor | None) -> tuple[Tensor, Tensor]:
+                is_weights: Tensor | None, items) -> tuple[Tensor, Tensor]:
         hp = self.hparams
         optimizer = self.optimizers()
         n = len(tb.response_ids)
@@ -280,12 +289,48 @@ class PrefixRFTModule(L.LightningModule):
                 rows = slice(start, min(start + size, n))
                 total = self._mini_batch_backward(tb.select(rows), old_logprobs[rows], token_advantages[rows],
                                                   None if is_weights is None else is_weights[rows])
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), hp.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                if hp.demo_sft_coef > 0:
+                    total = total + self._demo_sft_backward(items, hp.demo_sft_coef)
+                grad_norm = self._optimizer_step(optimizer)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         return total, grad_norm.detach().cpu()
+
+    def _optimizer_step(self, optimizer) -> Tensor:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.hparams.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _demo_sft_backward(self, items, weight: float) -> Tensor:
+        """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations."""
+        from prefix_rft_pl.forward import response_logprobs
+        from prefix_rft_pl.prefix import Trajectory
+
+        demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0][: self.hparams.max_response_tokens], [], None, "stop")
+                 for i, item in enumerate(items) if item.demo_ids]
+        if not demos:
+            return torch.zeros(())
+        tb = pad_trajectories(demos, self.tokenizer.pad_token_id)
+        num_tokens = int(tb.mask.sum())
+        total = torch.zeros(())
+        for rows in self._micro_batches(len(demos)):
+            mb = tb.select(rows)
+            logprobs, _ = response_logprobs(self.policy, mb, self.hparams.temperature, self.hparams.logprob_chunk_size, False)
+            loss = losses.aggregate_token_mean(losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight), num_tokens)
+            self.manual_backward(loss)
+            total += loss.detach().cpu()
+        return total
+
+    def _relift_step(self, batch: PromptDemoBatch, rewards: Tensor) -> None:
+        """ReLIFT: queue prompts whose G rollouts all failed; SFT on a full batch of them."""
+        self.relift_buffer += [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
+        self.log("train/relift_buffer", float(len(self.relift_buffer)))
+        if len(self.relift_buffer) >= len(batch):
+            todo, self.relift_buffer = self.relift_buffer[: len(batch)], self.relift_buffer[len(batch):]
+            self._demo_sft_backward(todo, 1.0)
+            self._optimizer_step(self.optimizers())
+            self.log("train/relift_sft_steps", 1.0)
 
     def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
                              is_weights: Tensor | None) -> Tensor:

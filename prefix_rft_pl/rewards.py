@@ -10,8 +10,10 @@ answer scores 0 and counts as a timeout. Exceptions score 0 and count as errors.
 Pitfalls of the real benchmarks handled here (SPEC 4), so that evaluation reuses them:
 zero-padded AIME answers ("025") and AMC floats ("27.0") are caught by an exact decimal
 comparison before math-verify; e-notation ("4.5e33") is rewritten as 4.5\\times10^{33},
-which math-verify would otherwise read as 4.5*e*33; multi-answer and interval answers are
-left to math-verify, which compares "a, b" as sets and parses intervals.
+which math-verify would otherwise read as 4.5*e*33, and numbers written with an exponent
+are compared relatively (math-verify rounds to 6 decimal places, under which all tiny
+Minerva quantities are equal); multi-answer and interval answers are left to math-verify,
+which compares "a, b" as sets and parses intervals.
 """
 
 from __future__ import annotations
@@ -92,34 +94,66 @@ def normalize_trivially(text: str) -> str:
     return _TRIVIAL.sub("", text).rstrip(".")
 
 
-def as_decimal(text: str) -> Decimal | None:
-    """The exact decimal value of a plain number ('025', '27.0', '4.5e33'), else None."""
-    try:
-        value = Decimal(text)
-    except (InvalidOperation, ValueError):
-        return None
-    return value if value.is_finite() else None
+_SCIENTIFIC = re.compile(
+    r"(?P<mantissa>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:[eE](?P<e>[+-]?\d+)|(?:\\times|\\cdot|\*|×)10\^\{?(?P<pow>[+-]?\d+)\}?)?"
+)
+_POWER_OF_TEN = re.compile(r"10\^\{?(?P<pow>[+-]?\d+)\}?")
+_UNIT_SUFFIX = re.compile(r"(?:~|\\quad)?\\(?:text|mathrm|mbox)\{[^{}]*\}$")
+
+
+@dataclass(frozen=True)
+class Number:
+    value: Decimal
+    has_exponent: bool   # written as 4.5e33, 4.5\times10^{33} or 10^{-3}
+    is_integer: bool     # written as digits only ("025", "-7")
+
+
+def as_number(text: str) -> Number | None:
+    """The exact value of a plain or scientific number, a trailing unit dropped, else None."""
+    t = _UNIT_SUFFIX.sub("", normalize_trivially(text))
+    m = _SCIENTIFIC.fullmatch(t)
+    if m:
+        exponent = m.group("e") or m.group("pow")
+        mantissa = Decimal(m.group("mantissa"))
+        value = mantissa.scaleb(int(exponent)) if exponent else mantissa
+        return Number(value, exponent is not None, exponent is None and m.group("mantissa").lstrip("+-").isdigit())
+    m = _POWER_OF_TEN.fullmatch(t)
+    return Number(Decimal(1).scaleb(int(m.group("pow"))), True, False) if m else None
+
+
+def numbers_match(p: Number, g: Number, rel_tol: Decimal = Decimal("1e-6")) -> bool | None:
+    """Equal values match. With an exponent on either side the comparison is relative:
+    math-verify rounds to 6 decimal places, so every value below 5e-7 (Minerva's 2.88e-19 J)
+    would equal every other. Plain decimals that differ go to math-verify (its rounding)."""
+    if p.value == g.value:
+        return True
+    if p.has_exponent or g.has_exponent:
+        return abs(p.value - g.value) <= rel_tol * abs(g.value)
+    return False if p.is_integer and g.is_integer else None
 
 
 def quick_verdict(pred: str, golds: Sequence[str]) -> bool | None:
-    """Decide without math-verify when that is safe: True on a trivially equal answer,
-    False when every string is a plain integer and none is equal; None: ask math-verify."""
-    p = normalize_trivially(pred)
-    p_num = as_decimal(p)
-    all_ints = p_num is not None and p.lstrip("+-").isdigit()
+    """Decide without math-verify when that is safe: True on a trivially equal answer or an
+    equal number, False when pred and every gold are numbers that `numbers_match` rejects;
+    None: ask math-verify."""
+    p, p_num = normalize_trivially(pred), as_number(pred)
+    decided_false = p_num is not None
     for gold in golds:
-        g = normalize_trivially(gold)
-        g_num = as_decimal(g)
-        if p == g or (p_num is not None and g_num is not None and p_num == g_num):
+        g_num = as_number(gold)
+        if p == normalize_trivially(gold):
             return True
-        all_ints = all_ints and g_num is not None and g.lstrip("+-").isdigit()
-    return False if all_ints else None
+        verdict = numbers_match(p_num, g_num) if p_num is not None and g_num is not None else None
+        if verdict:
+            return True
+        decided_false = decided_false and verdict is False
+    return False if decided_false else None
 
 
 def wrap_for_math_verify(answer: str) -> str:
-    """Gold and extracted answers as math-verify's LaTeX extractor expects them."""
-    answer = expand_e_notation(answer.strip())
-    return answer if "$" in answer or "\\boxed" in answer else f"\\boxed{{{answer}}}"
+    """Gold and extracted answers as math-verify's LaTeX extractor expects them: e-notation
+    expanded, inner dollars dropped (OlympiadBench's "8$,$4"), inside one \\boxed{}."""
+    return f"\\boxed{{{expand_e_notation(answer.strip().replace('$', ''))}}}"
 
 
 @lru_cache(maxsize=4096)

@@ -13,11 +13,13 @@ Choices, and where they depart from the reference code:
   the truncated distribution's, which is what truncated importance sampling needs. At
   temperature 0 (greedy) they are log_softmax(logits), as in `HFEngine`. On CUDA this
   mode makes vLLM use its PyTorch sampler instead of FlashInfer's.
-- Weight push, chosen per backend. On CPU the loaded layers are repacked for the CPU
-  kernels after loading, so writing checkpoint-format tensors with `load_weights` does not
-  reach the kernels; `reload_weights` (layer-wise restore, load and re-process) does. On
-  GPUs the usual path, the model's `load_weights` through the model runner, writes into
-  the live parameters directly. Either way the prefix cache is reset afterwards: cached
+- Weight push, chosen per backend. On CPU every linear layer's weight is repacked for
+  oneDNN after loading and the checkpoint-format parameter is dropped, so the model's
+  `load_weights` has nothing to write into; `reload_weights` (layer-wise restore, load and
+  re-pack) works, at the price of the repacking. On GPUs, unquantised, the usual path, the
+  model's `load_weights` through the model runner, writes into the live parameters
+  directly; quantised models take `reload_weights` there too. The GPU path is written
+  from vLLM's source and examples but has not been run in this repository's tests. Either way the prefix cache is reset afterwards: cached
   KV blocks were computed with the old weights.
 - In-process engine. `VLLM_ENABLE_V1_MULTIPROCESSING` defaults to 0 here (set before vllm
   is imported, unless the caller set it) so that `update_weights` hands tensors to the
@@ -108,7 +110,10 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             **(engine_kwargs or {}),
         )
-        self.dtype: torch.dtype = self.llm.llm_engine.model_config.dtype  # what update_weights casts to
+        config = self.llm.llm_engine.model_config
+        self.dtype: torch.dtype = config.dtype  # what update_weights casts to
+        # kernels that repack weights after loading (CPU GEMMs, quantisation) need reload_weights
+        self.reload = self.on_cpu or config.quantization is not None
 
     # -- rollouts -------------------------------------------------------------------------
 
@@ -158,7 +163,7 @@ class VLLMEngine:
         weights: Iterable[tuple[str, Tensor]] = named_tensors
         if not self.in_process:
             weights = [(name, tensor.detach().cpu()) for name, tensor in named_tensors]
-        if self.on_cpu:
+        if self.reload:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         else:
             self.llm.collective_rpc(_load_weights_into_runner, args=(weights,))
@@ -228,7 +233,7 @@ def _sampled_logprobs(logprobs, ids: list[int]) -> list[float]:
 def _load_weights_into_runner(worker, weights: Iterable[tuple[str, Tensor]]) -> None:
     """Runs inside each vLLM worker: write checkpoint-format tensors into the live model."""
     device = worker.model_runner.device
-    worker.model_runner.model.load_weights(weights=((n, t.to(device, non_blocking=True)) for n, t in weights))
+    worker.model_runner.model.load_weights(weights=((n, t.to(device)) for n, t in weights))
     if torch.cuda.is_available():
         torch.cuda.synchronize(device)
 

@@ -184,10 +184,13 @@ class PrefixRFTModule(L.LightningModule):
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), hp.group_size)        # [B, G]
         baseline = ~is_hybrid if hp.advantage_baseline == "ordinary" and hp.num_hybrid < hp.group_size else None
         advantages = losses.group_advantages(rewards, baseline, hp.advantage_std).view(-1)  # [N]
-        with self._timed("logprob"):
-            old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False)
-        self._check_engine(old_logprobs, tb)
-        kept = self._select_prefix(entropy, tb.prefix_mask)                       # [N, T]
+        if tb.generated_mask.any() or hp.prefix_rule != "sft":
+            with self._timed("logprob"):
+                old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False)
+            self._check_engine(old_logprobs, tb)
+            kept = self._select_prefix(entropy, tb.prefix_mask)                   # [N, T]
+        else:  # pure SFT: no ratio, no advantage, no selection -- skip the extra forward pass
+            old_logprobs, entropy, kept = torch.zeros(tb.mask.shape), None, tb.prefix_mask
         token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
         is_weights = self._is_weights(old_logprobs, tb)
         with self._timed("update"):
@@ -195,7 +198,8 @@ class PrefixRFTModule(L.LightningModule):
             if hp.relift:
                 self._relift_step(batch, rewards)
         self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
-        return {"loss": loss, "entropy": entropy, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept}
+        out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept}
+        return out if entropy is None else {**out, "entropy": entropy}
 
     def _rollout(self, batch: PromptDemoBatch):
         hp = self.hparams

@@ -38,8 +38,13 @@ def git_commit() -> str:
 class SaveRunManifest(SaveConfigCallback):
     """Writes config.yaml (Lightning's) and run_manifest.json: seed, versions, git commit, argv."""
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # trainer.log_dir broadcasts: every rank must read it, and save_config runs on rank 0 only
+        self.log_dir = trainer.log_dir
+        super().setup(trainer, pl_module, stage)
+
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None:
+        if not trainer.is_global_zero or self.log_dir is None:
             return
         manifest = {
             "argv": sys.argv,
@@ -48,7 +53,7 @@ class SaveRunManifest(SaveConfigCallback):
             "python": platform.python_version(),
             "packages": package_versions(),
         }
-        path = Path(trainer.log_dir) / "run_manifest.json"
+        path = Path(self.log_dir) / "run_manifest.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(manifest, indent=2))
 

@@ -1,8 +1,18 @@
 """FSDP2 for the policy under Lightning's ModelParallelStrategy.
 
-`fully_shard` is applied to every decoder layer, to the backbone and to the lm_head
-separately (the log-prob code calls the backbone and the head directly, not through the
-root module's forward), then to the root. Mixed precision is a config option for GPUs.
+`fully_shard` is applied to every decoder layer, then to the root (the whole causal LM),
+so the embeddings, the final norm and the lm_head, tied or not, form one root unit. The
+log-prob code (`logprobs.logprobs_from_model`) runs the root's own forward with an empty
+`logits_to_keep` and then calls the lm_head per chunk outside it: FSDP2 never reshards the
+root after its forward (the root's parameters would be gathered again at once for
+backward), so the head's weight is still the gathered, plain tensor there, and the root's
+post-backward, which runs when the backward ends, reduce-scatters its gradient. Backbone
+and head as separate units do not work: calling the head outside a root forward needs
+its own unit, and a tied head cannot be split from the embedding.
+
+Mixed precision (`MixedPrecisionPolicy`: gathered parameters in `param_dtype`, gradients
+reduced in `reduce_dtype`) is an option for GPUs. Activation checkpointing is the model's
+own (`gradient_checkpointing_enable`), which composes with per-layer units.
 """
 
 from __future__ import annotations
@@ -10,22 +20,32 @@ from __future__ import annotations
 import torch
 
 
-def shard_policy(policy: torch.nn.Module, device_mesh, param_dtype: str | None = None,
-                 reduce_dtype: str | None = "float32") -> None:
+def shard_policy(
+    policy: torch.nn.Module,
+    device_mesh,
+    param_dtype: str | None = None,
+    reduce_dtype: str | None = None,
+) -> None:
+    """Shard `policy` in place over the mesh's data-parallel dimension.
+
+    Args:
+        policy: HF causal LM whose decoder (`get_decoder()`) has a `layers` list.
+        device_mesh: Lightning's `ModelParallelStrategy.device_mesh` (or any 1-D mesh).
+        param_dtype: dtype of the gathered parameters in forward/backward (e.g. "bfloat16");
+            None keeps the stored dtype.
+        reduce_dtype: dtype of the gradient reduce-scatter (e.g. "float32"); None uses
+            param_dtype.
+    """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = device_mesh["data_parallel"] if "data_parallel" in (device_mesh.mesh_dim_names or ()) else device_mesh
+    names = device_mesh.mesh_dim_names or ()
+    mesh = device_mesh["data_parallel"] if "data_parallel" in names else device_mesh
     mp = MixedPrecisionPolicy(
         param_dtype=getattr(torch, param_dtype) if param_dtype else None,
         reduce_dtype=getattr(torch, reduce_dtype) if reduce_dtype else None,
     )
-    backbone = policy.get_decoder()
-    for layer in backbone.layers:
+    for layer in policy.get_decoder().layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
-    fully_shard(backbone, mesh=mesh, mp_policy=mp)
-    head = policy.get_output_embeddings()
-    if head.weight is not backbone.get_input_embeddings().weight:  # tied heads live in the backbone
-        fully_shard(head, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
     fully_shard(policy, mesh=mesh, mp_policy=mp)
 
 

@@ -69,6 +69,8 @@ class PrefixRFTModule(L.LightningModule):
         reward_timeout_s: float = 2.0,
         val_temperature: float = 0.0,
         gradient_checkpointing: bool = False,
+        fsdp_param_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+        fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
         demo_sft_coef: float = 0.0,
         relift: bool = False,
         seed: int = 0,
@@ -111,6 +113,10 @@ class PrefixRFTModule(L.LightningModule):
             reward_timeout_s: hard time bound per graded answer; over it the answer scores 0.
             val_temperature: sampling temperature of validation (0 = greedy).
             gradient_checkpointing: recompute activations in backward (saves memory).
+            fsdp_param_dtype: FSDP2 mixed precision (ModelParallelStrategy): dtype of the gathered
+                parameters in forward and backward (e.g. bfloat16 on GPUs); None keeps `dtype`.
+            fsdp_reduce_dtype: FSDP2 mixed precision: dtype of the gradient reduce-scatter
+                (e.g. float32); None uses fsdp_param_dtype.
             demo_sft_coef: beta of "RL w/ SFT loss": every optimiser step adds beta x the token-mean
                 cross-entropy on the batch's demonstrations (0 disables).
             relift: ReLIFT: prompts whose G rollouts all fail are collected, and once a batch of them is
@@ -142,7 +148,7 @@ class PrefixRFTModule(L.LightningModule):
         if getattr(self, "device_mesh", None) is not None:
             from prefix_rft_pl.distributed import shard_policy
 
-            shard_policy(self.policy, self.device_mesh)
+            shard_policy(self.policy, self.device_mesh, self.hparams.fsdp_param_dtype, self.hparams.fsdp_reduce_dtype)
 
     def setup(self, stage: str) -> None:
         from prefix_rft_pl.rewards import MathVerifyReward

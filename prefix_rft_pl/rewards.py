@@ -25,16 +25,18 @@ import subprocess
 import sys
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
+MEMO_SIZE = 100_000  # verdicts kept by the parent: rollouts of one prompt repeat answers
 
 
 @dataclass
@@ -102,35 +104,46 @@ _POWER_OF_TEN = re.compile(r"10\^\{?(?P<pow>[+-]?\d+)\}?")
 _UNIT_SUFFIX = re.compile(r"(?:~|\\quad)?\\(?:text|mathrm|mbox)\{[^{}]*\}$")
 
 
+_FRACTION = re.compile(r"(?P<sign>[+-]?)(?:\\[dt]?frac\{(?P<a>\d+)\}\{(?P<b>\d+)\}|(?P<c>\d+)/(?P<d>\d+))")
+
+
 @dataclass(frozen=True)
 class Number:
-    value: Decimal
-    has_exponent: bool   # written as 4.5e33, 4.5\times10^{33} or 10^{-3}
-    is_integer: bool     # written as digits only ("025", "-7")
+    value: Fraction
+    kind: str   # "integer" ("025"), "fraction" (\frac{1}{2}, 1/2), "decimal" ("27.0"), "scientific" (4.5e33, 10^{-3})
 
 
 def as_number(text: str) -> Number | None:
-    """The exact value of a plain or scientific number, a trailing unit dropped, else None."""
+    """The exact value of a plain, fractional or scientific number (a trailing unit
+    dropped), else None."""
     t = _UNIT_SUFFIX.sub("", normalize_trivially(text))
     m = _SCIENTIFIC.fullmatch(t)
     if m:
         exponent = m.group("e") or m.group("pow")
         mantissa = Decimal(m.group("mantissa"))
-        value = mantissa.scaleb(int(exponent)) if exponent else mantissa
-        return Number(value, exponent is not None, exponent is None and m.group("mantissa").lstrip("+-").isdigit())
+        if exponent:
+            return Number(Fraction(mantissa.scaleb(int(exponent))), "scientific")
+        return Number(Fraction(mantissa), "integer" if m.group("mantissa").lstrip("+-").isdigit() else "decimal")
     m = _POWER_OF_TEN.fullmatch(t)
-    return Number(Decimal(1).scaleb(int(m.group("pow"))), True, False) if m else None
+    if m:
+        return Number(Fraction(10) ** int(m.group("pow")), "scientific")
+    m = _FRACTION.fullmatch(t)
+    if m and int(m.group("b") or m.group("d")) != 0:
+        value = Fraction(int(m.group("a") or m.group("c")), int(m.group("b") or m.group("d")))
+        return Number(-value if m.group("sign") == "-" else value, "fraction")
+    return None
 
 
-def numbers_match(p: Number, g: Number, rel_tol: Decimal = Decimal("1e-6")) -> bool | None:
-    """Equal values match. With an exponent on either side the comparison is relative:
-    math-verify rounds to 6 decimal places, so every value below 5e-7 (Minerva's 2.88e-19 J)
-    would equal every other. Plain decimals that differ go to math-verify (its rounding)."""
+def numbers_match(p: Number, g: Number, rel_tol: Fraction = Fraction(1, 10**6)) -> bool | None:
+    """Equal values match; exact forms (integers, fractions) that differ do not. With an
+    exponent on either side the comparison is relative: math-verify rounds to 6 decimal
+    places, so every value below 5e-7 (Minerva's 2.88e-19 J) would equal every other.
+    Decimals that differ go to math-verify (None): its rounding decides."""
     if p.value == g.value:
         return True
-    if p.has_exponent or g.has_exponent:
+    if "scientific" in (p.kind, g.kind):
         return abs(p.value - g.value) <= rel_tol * abs(g.value)
-    return False if p.is_integer and g.is_integer else None
+    return False if {p.kind, g.kind} <= {"integer", "fraction"} else None
 
 
 def quick_verdict(pred: str, golds: Sequence[str]) -> bool | None:
@@ -156,6 +169,17 @@ def wrap_for_math_verify(answer: str) -> str:
     return f"\\boxed{{{expand_e_notation(answer.strip().replace('$', ''))}}}"
 
 
+_VARIABLE_LHS = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=(?P<rhs>[^=,]+)$")
+
+
+def strip_variable(answer: str) -> str:
+    """'x = 5' -> '5': one variable named on the left says nothing about the value.
+    math-verify lowercases symbols, so OlympiadBench's gold 'N=n' would become the
+    tautology n = n and accept any 'N = ...'."""
+    m = _VARIABLE_LHS.match(answer)
+    return m.group("rhs").strip() if m else answer
+
+
 @lru_cache(maxsize=4096)
 def _parse(text: str):
     """math-verify's parse with its signal timeout off; gold answers repeat, hence the cache."""
@@ -174,8 +198,8 @@ def grade(pred: str, golds: Sequence[str]) -> bool:
     quick = quick_verdict(pred, golds)
     if quick is not None:
         return quick
-    parsed_pred = _parse(pred)
-    return any(verify(_parse(g), parsed_pred, timeout_seconds=None) for g in golds)
+    parsed_pred = _parse(strip_variable(pred))
+    return any(verify(_parse(strip_variable(g)), parsed_pred, timeout_seconds=None) for g in golds)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -276,10 +300,12 @@ class MathVerifyReward:
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         self._workers: list[_Worker] = []
+        self._memo: OrderedDict[tuple, bool] = OrderedDict()  # (pred, golds) -> math-verify's verdict
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_workers"] = []  # processes do not travel; the copy starts its own
+        state["_memo"] = OrderedDict()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -294,16 +320,26 @@ class MathVerifyReward:
         preds = [extract_boxed(c) for c in completions]
         statuses = ["no_answer" if p is None else "wrong" for p in preds]
         result = RewardResult([0.0] * len(preds), 0, 0, statuses.count("no_answer"), statuses)
-        pending = deque()
+        duplicates: dict[tuple, list[int]] = {}  # one math-verify call per distinct (pred, golds)
         for i, (pred, golds) in enumerate(zip(preds, answers)):
-            quick = None if pred is None else quick_verdict(pred, golds)
-            if quick is not None:
-                result.rewards[i] = float(quick)
-                statuses[i] = "correct" if quick else "wrong"
+            key = (pred, tuple(golds))
+            verdict = None if pred is None else self._memo.get(key, quick_verdict(pred, golds))
+            if verdict is not None:
+                result.rewards[i] = float(verdict)
+                statuses[i] = "correct" if verdict else "wrong"
             elif pred is not None:
-                pending.append((i, pred, list(golds)))
-        if pending:
-            self._grade_in_workers(pending, result)
+                duplicates.setdefault(key, []).append(i)
+        if duplicates:
+            self._grade_in_workers(deque((idx[0], *key) for key, idx in duplicates.items()), result)
+        for key, (first, *rest) in duplicates.items():
+            for i in rest:
+                result.rewards[i], statuses[i] = result.rewards[first], statuses[first]
+            result.num_timeouts += len(rest) * (statuses[first] == "timeout")
+            result.num_errors += len(rest) * (statuses[first] == "error")
+            if statuses[first] in ("correct", "wrong"):
+                self._memo[key] = statuses[first] == "correct"
+        while len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
         return result
 
     def _ensure_workers(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from prefix_rft_pl.cli import main as cli_main
 
 
-def heldout_accuracy(policy: str, files: str, max_response_tokens: int = 48) -> float:
+def heldout_accuracy(policy: str, files: str, max_response_tokens: int = 40) -> float:
     """Greedy accuracy of `policy` on a held-out jsonl, through the module's validation loop."""
     import lightning as L
 

@@ -1,10 +1,11 @@
 """A synthetic maths task with step-by-step demonstrations that end in \\boxed{answer}.
 
-Two digit-wise operations on D-digit strings, no carries, so every step is local:
+Two digit-wise operations on D-digit strings (operand digits 0-4), no carries, so every
+step is local:
     a#b : answer digit i = (a_i + b_i) mod 10      "easy" skill
     a&b : answer digit i = (a_i * b_i) mod 10      "hard" skill
 A demonstration writes one step per digit, then the boxed answer:
-    problem "3741#5283"  ->  "3#5=8 7#2=9 4#8=2 1#3=4 \\boxed{8924}"
+    problem "314#203"  ->  "3#2=5 1#0=1 4#3=7 \\boxed{517}"
 
 Why this testbed: Prefix-RFT helps where the base is *uncertain* at the tokens that carry
 the missing skill (those are the high-entropy prefix tokens it keeps). The toy base is
@@ -23,6 +24,7 @@ from pathlib import Path
 
 OPS = {"#": lambda x, y: (x + y) % 10, "&": lambda x, y: (x * y) % 10}
 PROMPT_TEMPLATE = "Q: {problem}\nA: "
+DIGITS = "01234"  # operand digits: 25-entry tables, which a tiny model learns in minutes on a CPU
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,12 @@ class Problem:
         return " ".join(steps) + " \\boxed{" + "".join(results) + "}"
 
 
-def all_problems(op: str, num_digits: int, rng: random.Random, count: int) -> list[Problem]:
+def all_problems(op: str, num_digits: int, rng: random.Random, count: int, alphabet: str = DIGITS) -> list[Problem]:
     seen: set[tuple[str, str]] = set()
     out = []
     while len(out) < count:
-        a = "".join(rng.choice("0123456789") for _ in range(num_digits))
-        b = "".join(rng.choice("0123456789") for _ in range(num_digits))
+        a = "".join(rng.choice(alphabet) for _ in range(num_digits))
+        b = "".join(rng.choice(alphabet) for _ in range(num_digits))
         if (a, b) not in seen:
             seen.add((a, b))
             out.append(Problem(a, op, b))
@@ -67,10 +69,11 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 def build_task(
     out_dir: str | Path,
-    num_digits: int = 4,
+    num_digits: int = 3,
     num_train: int = 2000,
     num_heldout: int = 200,
     seed: int = 0,
+    alphabet: str = DIGITS,
 ) -> dict[str, Path]:
     """Write the toy splits as `{problem, solution, answer}` jsonl files; return their paths.
 
@@ -83,7 +86,7 @@ def build_task(
     files = {}
     splits: dict[str, list[dict]] = {"train": [], "base_sft": [], "heldout_easy": [], "heldout_hard": []}
     for op, heldout_name in (("#", "heldout_easy"), ("&", "heldout_hard")):
-        problems = all_problems(op, num_digits, rng, num_train + num_heldout)
+        problems = all_problems(op, num_digits, rng, num_train + num_heldout, alphabet)
         train, heldout = problems[:num_train], problems[num_train:]
         noise = rng if op == "&" else None
         for p in train:

@@ -48,9 +48,15 @@ def test_expand_e_notation_keeps_words_and_plain_numbers():
 def test_quick_verdict():
     assert quick_verdict("25", ["025"]) is True            # zero-padded AIME
     assert quick_verdict("27", ["27.0"]) is True           # AMC float
-    assert quick_verdict("4.5\\times10^{33}", ["4.5e33"]) is None
+    assert quick_verdict("4.5\\times10^{33}", ["4.5e33"]) is True
     assert quick_verdict("24", ["25", "0025"]) is False    # plain integers: decided here
+    assert quick_verdict("\\frac{2}{4}", ["1/2"]) is True  # exact fractions
+    assert quick_verdict("\\frac{3}{4}", ["1/2"]) is False
     assert quick_verdict("24.5", ["25"]) is None           # math-verify's rounding decides
+    assert quick_verdict("0.3333333", ["\\frac{1}{3}"]) is None
+    # exponents compare relatively: math-verify's 6-decimal rounding equates all tiny values
+    assert quick_verdict("1.325e-27", ["2.88e-19"]) is False
+    assert quick_verdict("2.88 \\times 10^{-19} \\text{ J}", ["2.88e-19"]) is True
     assert quick_verdict("\\left( 3, 5 \\right)", ["(3,5)"]) is True
 
 
@@ -66,6 +72,8 @@ def test_quick_verdict():
         ("(-\\infty, 3]", ["(-\\infty,3]"]),                 # interval
         ("336", ["336^\\circ"]),
         ("\\sqrt{2}/2", ["nope", "\\frac{\\sqrt{2}}{2}"]),   # any accepted answer counts
+        ("x = 5", ["5"]),
+        ("8, 4", ["8$,$4"]),                                 # OlympiadBench's inner dollars
     ],
 )
 def test_grade_accepts_equivalent(pred, golds):
@@ -74,7 +82,9 @@ def test_grade_accepts_equivalent(pred, golds):
 
 @pytest.mark.parametrize(
     ("pred", "golds"),
-    [("4.6 \\times 10^{33}", ["4.5e33"]), ("(-\\infty, 3)", ["(-\\infty,3]"]), ("3", ["3, 5"]), ("26", ["025"])],
+    [("4.6 \\times 10^{33}", ["4.5e33"]), ("(-\\infty, 3)", ["(-\\infty,3]"]), ("3", ["3, 5"]), ("26", ["025"]),
+     ("N=n+1", ["N=n"]),   # math-verify lowercases symbols: 'N=n' alone would be a tautology
+     ("8", ["8$,$4"])],
 )
 def test_grade_rejects_different(pred, golds):
     assert not grade(pred, golds)
@@ -119,6 +129,14 @@ def test_adversarial_answer_is_bounded_and_counted(reward):
     after = reward(["\\boxed{\\frac{2}{4}}"], [["0.5"]])  # the replacements grade
     assert after.rewards == [1.0] and after.num_timeouts == 0
     assert all(w.process.poll() is None for w in reward._workers)
+
+
+@pytest.mark.slow
+def test_duplicates_are_graded_once_and_remembered(reward):
+    completions = ["\\boxed{x+1}", "\\boxed{1+x}", "\\boxed{x+1}"]
+    result = reward(completions, [["1+x"]] * 3)
+    assert result.rewards == [1.0, 1.0, 1.0]
+    assert reward._memo[("x+1", ("1+x",))] is True
 
 
 def test_pickled_reward_drops_its_workers(reward):

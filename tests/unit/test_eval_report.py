@@ -1,0 +1,32 @@
+"""The report: per-benchmark numbers and the published row beside them."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval_harness.config import EvalConfig
+from eval_harness.report import benchmark_metrics, markdown_table, paper_row
+
+
+def test_benchmark_metrics_hand_values():
+    # 2 problems x 4 samples, 2 and 0 correct: avg@4 = 25%, pass@2 = (5/6 + 0) / 2, pass@4 = 50%
+    m = benchmark_metrics([2, 0], [4, 4])
+    assert m["metric"] == "avg@4" and m["score"] == pytest.approx(25.0)
+    assert m["pass_at_k"]["2"] == pytest.approx(100 * 5 / 12) and m["pass_at_k"]["4"] == pytest.approx(50.0)
+
+
+def test_paper_row_for_models_the_paper_reports():
+    assert paper_row(EvalConfig(ckpt="Qwen/Qwen2.5-Math-7B"), None)[1] == "base"
+    family, row, numbers = paper_row(EvalConfig(ckpt="run/last.ckpt"), "Qwen/Qwen2.5-Math-7B")
+    assert (family, row, numbers["aime24"]) == ("qwen2.5-math-7b", "prefix_rft", 31.8)
+    assert paper_row(EvalConfig(ckpt="Qwen/Qwen2.5-Math-1.5B", paper_row="rft"), None)[2] == {"average": 30.0}
+    assert paper_row(EvalConfig(ckpt="gpt2"), None) is None
+
+
+def test_markdown_table_puts_the_paper_beside():
+    cfg = EvalConfig(ckpt="run/last.ckpt")
+    results = {"config": vars(cfg), "average": 50.0,
+               "benchmarks": {"aime24": benchmark_metrics([1], [2])},
+               "paper": {"model": "qwen2.5-math-7b", "row": "prefix_rft", "numbers": {"aime24": 31.8, "average": 51.8}}}
+    table = markdown_table(results)
+    assert "| aime24 | avg@2 | 1 | 50.0 | 31.8 |" in table and "| average | | | 50.0 | 51.8 |" in table

@@ -8,6 +8,9 @@ import os
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one OpenMP thread per process: the trainer, reward workers and vLLM share 2 cores, and
+# spinning OpenMP threads of several processes slowed a step down 4x here
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default takes ~90% of RAM
 
 

@@ -218,6 +218,8 @@ class PrefixRFTModule(L.LightningModule):
         sampling = SamplingConfig(temperature=hp.temperature, top_p=hp.top_p)
         live = [r for r in requests if r.max_new_tokens > 0]  # full-demonstration rows generate nothing
         rollouts = iter(self.engine.generate(live, sampling) if live else [])
+        if hasattr(self.engine, "sleep"):
+            self.engine.sleep()  # frees GPU memory for the update when the engine has sleep mode; else a no-op
         from prefix_rft_pl.types import Rollout
 
         flat = [next(rollouts) if r.max_new_tokens > 0 else Rollout([], [], "stop")

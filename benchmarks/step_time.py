@@ -1,0 +1,67 @@
+"""Time of a Prefix-RFT step against a plain RFT step on the same prompts (toy config).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_time.py [--engine vllm|hf] [--steps 12]
+
+Both runs start from the toy base (built if missing, as the main job does) with the same
+seed, so they see the same prompts in the same order; the only difference is
+`model.num_hybrid` (1 vs 0): the hybrid rollout replaces an ordinary one. Each run is a
+separate process; the first 2 steps are dropped as warm-up. Prints the mean per-phase
+times from each run's metrics.csv and the ratio of whole steps (goal: at most 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/update_s"]
+
+
+def run(name: str, num_hybrid: int, args, tmp: Path) -> dict[str, float]:
+    overlay = {
+        "trainer": {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
+                    "enable_progress_bar": False, "callbacks": [{"class_path": "callbacks.VLLMWeightSync"}] if args.engine == "vllm" else [],
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}},
+        "model": {"policy": "artifacts/toy/base", "num_hybrid": num_hybrid, "engine": args.engine,
+                  "engine_options": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1} if args.engine == "vllm" else None},
+        "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl"}},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
+                    "--config", str(path)], check=True, capture_output=not args.verbose)
+    rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
+    steps = [r for r in rows if r.get("time/rollout_s")][2:]
+    out = {k: statistics.mean(float(r[k]) for r in steps) for k in PHASES}
+    out["step"] = sum(out[k] for k in PHASES)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    if not Path("artifacts/toy/base/config.json").exists():
+        from prefix_rft_pl.toy.__main__ import ensure_base
+
+        ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = run("prefix_rft", 1, args, Path(tmp))
+        rft = run("rft", 0, args, Path(tmp))
+    print(f"engine={args.engine}, 16 prompts x 8 rollouts, {args.steps - 2} timed steps each (mean seconds)")
+    print(f"{'phase':<16}{'Prefix-RFT':>12}{'RFT':>10}{'ratio':>8}")
+    for key in PHASES + ["step"]:
+        print(f"{key:<16}{prefix[key]:>12.3f}{rft[key]:>10.3f}{prefix[key] / rft[key]:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

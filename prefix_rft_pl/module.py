@@ -205,7 +205,8 @@ class PrefixRFTModule(L.LightningModule):
             if hp.relift:
                 self._relift_step(batch, rewards)
         self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
-        out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept}
+        out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
+               "advantages": advantages.view(len(batch), hp.group_size)}
         return out if entropy is None else {**out, "entropy": entropy}
 
     def _rollout(self, batch: PromptDemoBatch):

@@ -1,6 +1,10 @@
 """The paper's table on the toy: every row of SPEC 3 trained from the toy base, two seeds.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_table.py --seeds 0 1 --steps 80
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_table.py --seeds 0 1 --steps 60
+    # or one process per seed, then one table:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_table.py --seeds 0 --steps 60 --out benchmarks/toy_table_seed0.json &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_table.py --seeds 1 --steps 60 --out benchmarks/toy_table_seed1.json
+    .venv/bin/python benchmarks/toy_table.py --merge benchmarks/toy_table_seed0.json benchmarks/toy_table_seed1.json
 
 Per row and seed: a fit of configs/toy/prefix_rft.yaml + the row's overlay (SFT+RFT: the RFT
 row from that seed's SFT export), then, on 100 held-out problems of each split, avg@k and
@@ -89,11 +93,14 @@ def evaluate(policy: Path, split: str, k: int, n: int = 100) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--rows", nargs="+", default=ROWS)
     parser.add_argument("--out", default="benchmarks/toy_table.json")
+    parser.add_argument("--merge", nargs="+", help="print one table from these json outputs and exit")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge)
     results: dict[str, list[dict]] = {}
     base = Path("artifacts/toy/base")
     results["base"] = [dict(zip(["easy_avg", "easy_pass"], evaluate(base, "easy", args.k)),
@@ -110,8 +117,26 @@ def main() -> None:
                                                     "hard_pass": hard[1], "signal": counts["signal"] / max(counts["hard"], 1)})
                 print(row, seed, results[row][-1], flush=True)
                 Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-    print(f"\n{args.steps} steps per run, seeds {args.seeds}, k = {args.k} samples at T = 0.6, 100 problems per split")
-    print(f"| row | easy avg@{args.k} | easy pass@{args.k} | hard avg@{args.k} | hard pass@{args.k} | hard prompts with signal |")
+    print_table(results, args.steps, args.seeds, args.k)
+
+
+def merge(paths: list[str]) -> None:
+    """One table from the json files of runs made one seed at a time (in parallel processes)."""
+    results: dict[str, list[dict]] = {}
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    for run in runs:
+        for row, values in run["results"].items():
+            if row == "base" and "base" in results:
+                continue  # the base is the same model in every run
+            results.setdefault(row, []).extend(values)
+    seeds = [s for run in runs for s in run["args"]["seeds"]]
+    print_table(results, runs[0]["args"]["steps"], seeds, runs[0]["args"]["k"])
+
+
+def print_table(results: dict[str, list[dict]], steps: int, seeds: list[int], k: int) -> None:
+    print(f"\n{steps} steps per run, seeds {seeds}, k = {k} samples at T = 0.6, 100 problems per split;"
+          " mean +- half-range over seeds")
+    print(f"| row | easy avg@{k} | easy pass@{k} | hard avg@{k} | hard pass@{k} | hard prompts with signal |")
     print("|---|---|---|---|---|---|")
     for row, runs in results.items():
         cells = []

@@ -28,7 +28,7 @@ from prefix_rft_pl.prefix import (
     pad_trajectories,
     select_prefix_tokens,
 )
-from prefix_rft_pl.types import PromptDemoBatch
+from prefix_rft_pl.types import PromptDemoBatch, Rollout
 
 
 class PrefixRFTModule(L.LightningModule):
@@ -218,11 +218,9 @@ class PrefixRFTModule(L.LightningModule):
                                                 hp.max_response_tokens, hp.min_prefix_tokens, rng)
         sampling = SamplingConfig(temperature=hp.temperature, top_p=hp.top_p)
         live = [r for r in requests if r.max_new_tokens > 0]  # full-demonstration rows generate nothing
-        rollouts = iter(self.engine.generate(live, sampling) if live else [])
+        rollouts = iter(self.engine.generate(live, sampling) if live else [])  # same order as `live`
         if hasattr(self.engine, "sleep"):
             self.engine.sleep()  # frees GPU memory for the update when the engine has sleep mode; else a no-op
-        from prefix_rft_pl.types import Rollout
-
         flat = [next(rollouts) if r.max_new_tokens > 0 else Rollout([], [], "stop")
                 for r in requests for _ in range(r.num_samples)]
         return assemble_trajectories(batch.items, requests, owners, flat)
@@ -393,21 +391,10 @@ class PrefixRFTModule(L.LightningModule):
         self.log(f"time/{phase}_s", self.timings[phase])
 
     def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats) -> None:
-        ordinary = rewards[~is_hybrid]
-        hybrid = rewards[is_hybrid]
-        prefix_lens = tb.prefix_mask.sum(-1)[is_hybrid.view(-1)].float()
-        response_lens = tb.mask.sum(-1).float()
-        metrics = {
-            "train/loss": loss, "train/grad_norm": grad_norm,
-            "reward/ordinary": ordinary.mean() if ordinary.numel() else torch.tensor(float("nan")),
-            "reward/hybrid": hybrid.mean() if hybrid.numel() else torch.tensor(float("nan")),
-            "rollout/response_len": response_lens.mean(),
-            "rollout/prefix_len": prefix_lens.mean() if prefix_lens.numel() else torch.tensor(0.0),
-            "rollout/prefix_ratio": (prefix_lens / response_lens[is_hybrid.view(-1)].clamp(min=1)).mean()
-            if prefix_lens.numel() else torch.tensor(0.0),
-            **{k: float(v) for k, v in reward_stats.items()},
-        }
-        self.log_dict(metrics, prog_bar=False)
+        from prefix_rft_pl.step_metrics import rollout_metrics
+
+        self.log_dict({"train/loss": loss, "train/grad_norm": grad_norm, **rollout_metrics(rewards, is_hybrid, tb),
+                       **{k: float(v) for k, v in reward_stats.items()}})
         self.log("reward", rewards.mean(), prog_bar=True)
 
     # ---------------------------------------------------------------- validation & export
@@ -426,9 +413,6 @@ class PrefixRFTModule(L.LightningModule):
         from prefix_rft_pl.export import export_hf
 
         export_hf(self)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["prefix_range"] = (self.prefix_low, self.prefix_high)
 
     def teardown(self, stage: str) -> None:
         if self.reward_fn is not None and hasattr(self.reward_fn, "close"):

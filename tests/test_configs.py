@@ -36,3 +36,17 @@ def test_print_config(config):
     assert printed["model"]["policy"]
     # the tokenizer is linked from the policy, never copied by hand
     assert "tokenizer" not in ((yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args") or {})
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if Path(c).parent.name not in OVERLAY_DIRS])
+def test_module_and_data_build_up_to_loading_weights(config):
+    """The paper-scale configs name hub ids that cannot be downloaded here: build the module and
+    the data module from the file (weights and tokenizers load later, in configure_model / setup)."""
+    from datamodules import PromptDemoDataModule
+    from prefix_rft_pl.module import PrefixRFTModule
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    module = PrefixRFTModule(**cfg["model"])
+    assert module.policy is None and module.hparams.policy == cfg["model"]["policy"]
+    data = PromptDemoDataModule(tokenizer=cfg["model"]["policy"], **cfg["data"]["init_args"])
+    assert data.tokenizer is None

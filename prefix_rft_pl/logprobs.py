@@ -16,7 +16,9 @@ logits exist at a time, in the forward pass and in the backward pass alike:
 
 `logprobs_from_model` goes through the model's own forward (lm_head on zero tokens), so an
 FSDP2 root keeps its parameters (embeddings, tied or not, and the head) gathered for the
-chunks; checked here on one process (gloo, world size 1), not yet across ranks.
+chunks: FSDP2 does not reshard the root after its forward, so under `shard_policy` (layers +
+root) the head takes the weight path. Checked against an unsharded model on 2 ranks
+(tests/integration/test_fsdp_sharding.py).
 
 Entropy is computed under no_grad: it is used to select prefix tokens and for statistics,
 never as a loss term, so it carries no gradient. The logits are the lm_head's output in

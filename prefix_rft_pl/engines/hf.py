@@ -77,10 +77,14 @@ class HFEngine:
             )
         finally:
             self.model.train(was_training)
-        tokens = out.sequences[:, input_ids.shape[1]:].cpu()                       # [B, T]
-        logits = torch.stack(out.logits, dim=1).float().cpu()                     # [B, T, V]
-        logits = logits / (1.0 if greedy else sampling.temperature)
-        logprobs = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        tokens = out.sequences[:, input_ids.shape[1]:]                            # [B, T]
+        temperature = 1.0 if greedy else sampling.temperature
+        # one step at a time: never a float32 [B, T, V] copy of the logits HF already holds
+        logprobs = torch.stack([
+            (step.float() / temperature).log_softmax(-1).gather(-1, tokens[:, t:t + 1]).squeeze(-1)  # [B]
+            for t, step in enumerate(out.logits)
+        ], dim=1).cpu()                                                           # [B, T]
+        tokens = tokens.cpu()
         return [self._cut(tokens[i], logprobs[i], r.max_new_tokens) for i, r in enumerate(requests)]
 
     def _cut(self, tokens: Tensor, logprobs: Tensor, budget: int) -> Rollout:

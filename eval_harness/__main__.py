@@ -38,7 +38,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
     settings = args.run.as_dict()
     settings.pop("config", None)
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     from eval_harness.runner import run
 
     results = run(cfg)
-    if results is not None:
-        print(Path(cfg.out, "results.md").read_text())
+    print(Path(cfg.out, "results.md").read_text())
     return results
 
 

@@ -47,9 +47,7 @@ class EvalConfig:
     """vLLM KV cache in GiB (set it on CPU)."""
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
-    """Engines (one process per device, CUDA_VISIBLE_DEVICES split); each takes every n-th chunk."""
-    shard: int | None = None
-    """Internal: this process's data-parallel rank (set by the launcher)."""
+    """Engines, one process each (tensor_parallel_size GPUs apiece, or all on CPU); the missing chunks are dealt out round-robin."""
     device: str = "auto"
     """hf engine device: auto (cuda if available), cpu, cuda:0, ..."""
 

@@ -36,7 +36,7 @@ def benchmark_metrics(correct: list[int], samples: list[int]) -> dict:
     ks = powers_of_two(min(samples))
     curve = PassAtK(ks)
     curve.update(c, n)
-    values = curve.compute().tolist()
+    values = curve.compute().reshape(-1).tolist()  # torchmetrics squeezes a one-k result to a scalar
     return {
         "num_problems": len(correct),
         "num_samples": min(samples),

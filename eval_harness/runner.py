@@ -4,17 +4,14 @@ them to disk; then compute the metrics from everything on disk and write the rep
 Generation goes through the RolloutEngine protocol (token ids in, token ids out). Every
 chunk is generated right after seeding torch/random/numpy with the chunk's own seed; both
 engines sample in-process from torch's default generator, so a chunk's samples depend only
-on its composition and seed, never on which chunks ran before it (what makes resume exact).
+on its composition and seed, never on which chunks ran before it or in which process: what
+makes resume exact, and data-parallel shards (eval_harness/launcher.py) equal one process.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,23 +19,29 @@ import torch
 from eval_harness.benchmarks import Problem, benchmark_name, load_benchmark
 from eval_harness.checkpoints import resolve_checkpoint
 from eval_harness.config import EvalConfig
-from eval_harness.store import SampleStore, chunk_plan, chunk_seed, group_runs
+from eval_harness.store import SampleStore, chunk_plan, chunk_seed, group_runs, merge_shard_files
 from prefix_rft_pl.engines.base import SamplingConfig
 from prefix_rft_pl.types import GenerationRequest
 
 
-def run(cfg: EvalConfig) -> dict | None:
-    """Evaluate `cfg.ckpt`; returns the results (None in a data-parallel shard)."""
+def run(cfg: EvalConfig) -> dict:
+    """Evaluate `cfg.ckpt`: generate what is missing (in one process or in data-parallel shards),
+    then the results from everything on disk."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     check_protocol(out, cfg)
     model_path, base = resolve_checkpoint(cfg.ckpt)
-    if cfg.data_parallel_size > 1 and cfg.shard is None:
-        launch_shards(cfg, out)
-    else:
-        generate_missing(cfg, out, model_path)
-    if cfg.shard is not None:
-        return None
+    work = missing_work(cfg, out)
+    try:
+        if work and cfg.data_parallel_size > 1:
+            from eval_harness.launcher import launch_shards
+
+            launch_shards(cfg, out, model_path, work)
+        elif work:
+            generate(cfg, out, model_path, work)
+    finally:
+        for spec in cfg.benchmarks:  # also what an interrupted data-parallel run left behind
+            merge_shard_files(out, benchmark_name(spec))
     from eval_harness.report import write_report
 
     return write_report(cfg, out, base=base)
@@ -52,52 +55,47 @@ def check_protocol(out: Path, cfg: EvalConfig) -> None:
         if saved != json.loads(json.dumps(cfg.protocol())):
             diff = {k: (saved.get(k), v) for k, v in cfg.protocol().items() if saved.get(k) != v}
             raise ValueError(f"{out} holds samples of another protocol (saved, now): {diff}; use another --out")
-    elif cfg.shard is None:
+    else:
         path.write_text(json.dumps(cfg.protocol(), indent=2))
 
 
-def launch_shards(cfg: EvalConfig, out: Path) -> None:
-    """One process per engine, each on its own devices, each taking every n-th chunk."""
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = devices.split(",") if devices else [str(i) for i in range(max(torch.cuda.device_count(), 1))]
-    per = cfg.tensor_parallel_size
-    config_path = out / "config.json"
-    config_path.write_text(json.dumps(asdict(cfg)))
-    procs = []
-    for rank in range(cfg.data_parallel_size):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids[rank * per:(rank + 1) * per]))
-        cmd = [sys.executable, "-m", "eval_harness", "run", "--config", str(config_path), "--shard", str(rank)]
-        procs.append(subprocess.Popen(cmd, env=env))
-    failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
-    if failed:
-        raise RuntimeError(f"data-parallel shards {failed} failed; rerun the same command to resume")
+def missing_work(cfg: EvalConfig, out: Path) -> list[tuple[str, int]]:
+    """(benchmark spec, chunk index) of every chunk not fully on disk, benchmark by benchmark."""
+    work = []
+    for spec in cfg.benchmarks:
+        name = benchmark_name(spec)
+        num_problems = len(load_benchmark(spec, cfg.data_dir)[: cfg.limit])
+        store = SampleStore(out, name)
+        plan = chunk_plan(num_problems, cfg.samples_for(name), cfg.chunk_size)
+        work += [(spec, k) for k, items in enumerate(plan) if not store.has_all(items)]
+    return work
 
 
-def generate_missing(cfg: EvalConfig, out: Path, model_path: str) -> None:
+def generate(cfg: EvalConfig, out: Path, model_path: str, work: list[tuple[str, int]],
+             shard: int | None = None) -> None:
+    """Generate and grade the chunks in `work`, appending them to this process's samples files
+    (`shard`: the data-parallel rank, None in a one-process run)."""
+    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from prefix_rft_pl.rewards import MathVerifyReward
 
+    chunks: dict[str, list[int]] = {}
+    for spec, k in work:
+        chunks.setdefault(spec, []).append(k)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     reward = MathVerifyReward(cfg.grading_workers, cfg.grading_timeout_s)
     engine = None
     try:
-        for spec in cfg.benchmarks:
+        for spec, todo in chunks.items():
             name = benchmark_name(spec)
             problems = load_benchmark(spec, cfg.data_dir)[: cfg.limit]
             plan = chunk_plan(len(problems), cfg.samples_for(name), cfg.chunk_size)
-            store = SampleStore(out, name, cfg.shard)
-            todo = [k for k, items in enumerate(plan)
-                    if not store.has_all(items) and (cfg.shard is None or k % cfg.data_parallel_size == cfg.shard)]
-            if not todo:
-                continue
+            store = SampleStore(out, name, shard)
             engine = engine or build_engine(cfg, model_path, tokenizer)
             prompts = [encode(p, cfg.template, tokenizer) for p in problems]
-            from tqdm import tqdm
-
-            for k in tqdm(todo, desc=name, unit="chunk", initial=len(plan) - len(todo), total=len(plan)):
-                records = run_chunk(engine, tokenizer, reward, cfg, name, k, plan[k], problems, prompts)
-                store.append(records)
+            for k in tqdm(todo, desc=name if shard is None else f"{name} shard {shard}", unit="chunk"):
+                store.append(run_chunk(engine, tokenizer, reward, cfg, name, k, plan[k], problems, prompts))
     finally:
         reward.close()
         if engine is not None and hasattr(engine, "close"):

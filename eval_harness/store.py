@@ -3,7 +3,8 @@ so a killed run loses at most the chunk in flight.
 
 Work is cut into chunks of fixed composition (problem-major, then sample index), each
 generated under its own seed, so that a resumed run regenerates exactly the missing
-chunks and gets the samples an uninterrupted run would have got.
+chunks and gets the samples an uninterrupted run would have got. A data-parallel shard
+writes a file of its own, folded into the benchmark's file when the shards are done.
 """
 
 from __future__ import annotations
@@ -38,11 +39,54 @@ def group_runs(items: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return runs
 
 
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for every complete line of a samples file; the tail of a killed write is dropped."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def records_to_merge(kept: Iterable[dict], shard_records: Iterable[dict]) -> list[dict]:
+    """The shard records whose (problem, sample) is not among `kept`, once each, in plan order.
+
+    Plan order is (problem, sample), the order in which a fresh one-process run writes them.
+    """
+    seen = {(r["problem"], r["sample"]) for r in kept}
+    new: dict[tuple[int, int], dict] = {}
+    for r in shard_records:
+        key = (r["problem"], r["sample"])
+        if key not in seen:
+            new.setdefault(key, r)
+    return [new[key] for key in sorted(new)]
+
+
+def merge_shard_files(out: Path, name: str) -> None:
+    """Fold `samples_<name>.rank*.jsonl` into `samples_<name>.jsonl`, then delete them.
+
+    The merged lines are appended and fsync'ed before any shard file goes, so a kill in
+    between leaves duplicates (read once, merged once), never a loss.
+    """
+    shard_files = sorted(out.glob(f"samples_{name}.rank*.jsonl"))
+    if not shard_files:
+        return
+    store = SampleStore(out, name)  # drops a cut tail of the benchmark's file before appending
+    main = out / f"samples_{name}.jsonl"
+    kept = [r for _, r in read_records(main)] if main.is_file() else []
+    store.append(records_to_merge(kept, (r for path in shard_files for _, r in read_records(path))))
+    for path in shard_files:
+        path.unlink()
+
+
 class SampleStore:
     """The graded samples of one benchmark, from every `samples_<name>*.jsonl` in `out`.
 
-    This process appends to `samples_<name>.jsonl`, or `samples_<name>.rank<r>.jsonl` for a
-    data-parallel shard. Lines cut short by a kill are dropped on load.
+    This process appends to `samples_<name>.jsonl`, or `samples_<name>.rank<r>.jsonl` for
+    data-parallel shard r (other shards may be appending to theirs meanwhile). Lines cut
+    short by a kill are dropped on load.
     """
 
     def __init__(self, out: Path, name: str, shard: int | None = None):
@@ -54,15 +98,10 @@ class SampleStore:
                 self._rewrite(valid)
 
     def _read(self, path: Path) -> list[str]:
-        valid = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the tail of a killed write
+        valid = read_records(path)
+        for _, record in valid:
             self.records[(record["problem"], record["sample"])] = record
-            valid.append(line)
-        return valid
+        return [line for line, _ in valid]
 
     def _rewrite(self, lines: list[str]) -> None:
         """Drop broken lines before appending, so a new record never lands on a cut one."""

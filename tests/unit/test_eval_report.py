@@ -15,6 +15,12 @@ def test_benchmark_metrics_hand_values():
     assert m["pass_at_k"]["2"] == pytest.approx(100 * 5 / 12) and m["pass_at_k"]["4"] == pytest.approx(50.0)
 
 
+def test_benchmark_metrics_one_sample_per_problem():
+    # pass@1 from one sample (the paper's protocol on MATH-500 and others): 1 of 2 correct
+    m = benchmark_metrics([1, 0], [1, 1])
+    assert m["metric"] == "pass@1" and m["pass_at_k"] == {"1": pytest.approx(50.0)}
+
+
 def test_paper_row_for_models_the_paper_reports():
     assert paper_row(EvalConfig(ckpt="Qwen/Qwen2.5-Math-7B"), None)[1] == "base"
     family, row, numbers = paper_row(EvalConfig(ckpt="run/last.ckpt"), "Qwen/Qwen2.5-Math-7B")

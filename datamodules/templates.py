@@ -1,13 +1,23 @@
 """Prompt rendering: a problem text -> the prompt string the policy sees.
 
 Named templates put the paper's instruction in the user turn (SPEC section 2 defaults):
-    user turn = problem + "\\nPlease reason step by step, and put your final answer within \\boxed{}."
-- "qwen_math": Qwen's ChatML with its default system turn ("You are a helpful assistant.").
-  Qwen2.5-Math's own evaluation scripts put the instruction in the *system* turn instead;
-  the paper (and this template) put it after the problem in the user turn.
+    user turn = problem + "\\nPlease reason step by step, and put your final answer within \\boxed{}"
+with no full stop after \\boxed{}, as in the reference code (ZeroYuHuang/prefix_rft,
+recipe/prepare_data/luffy_train.py and luffy_test.py: the user message is the problem + that
+instruction, and the system message of LUFFY's files is dropped).
+- "qwen_math": what the reference code feeds Qwen2.5-Math: that single user message rendered by
+  `apply_chat_template(..., add_generation_prompt=True)` with Qwen2.5-Math's chat template, which
+  writes its own default system turn when the conversation has none:
+      <|im_start|>system\\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\\n
+      <|im_start|>user\\n{problem}\\nPlease reason step by step, and put your final answer within \\boxed{}<|im_end|>\\n
+      <|im_start|>assistant\\n
+  (the system turn's instruction has a full stop, the user turn's has none: both verbatim).
+  Earlier versions of this template wrote Qwen2.5-Instruct's "You are a helpful assistant."
+  system turn and a full stop in the user turn; neither is what the reference trained on.
 - "llama3.1": LLaMA-3.1 header format, BOS included, no system turn (the official chat
   template would add a "Cutting Knowledge Date" system turn; the paper does not say it used it).
-- "chat": `tokenizer.apply_chat_template` with the same single user turn.
+- "chat": `tokenizer.apply_chat_template` with the same single user turn (for Qwen2.5-Math's
+  tokenizer this is exactly "qwen_math").
 - "plain": problem + instruction, no chat markup.
 - "toy": the toy task's `Q: {problem}\\nA: ` (no instruction).
 Any other string containing "{problem}" is used as a literal template.
@@ -17,14 +27,15 @@ from __future__ import annotations
 
 from typing import Any
 
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}"  # no full stop (reference code)
 USER_TURN = "{problem}\n" + INSTRUCTION
 
 TEMPLATES = {
     "toy": "Q: {problem}\nA: ",
     "plain": USER_TURN,
     "qwen_math": (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        # Qwen2.5-Math's chat template's default system turn (it has the full stop)
+        "<|im_start|>system\n" + INSTRUCTION + ".<|im_end|>\n"
         "<|im_start|>user\n" + USER_TURN + "<|im_end|>\n"
         "<|im_start|>assistant\n"
     ),

@@ -15,14 +15,15 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def test_instruction_is_the_papers():
-    assert INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
+def test_instruction_is_the_reference_codes_without_a_full_stop():
+    assert INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}"
 
 
-def test_qwen_math_renders_chatml_with_instruction_in_user_turn():
+def test_qwen_math_renders_the_reference_codes_prompt():
+    # Qwen2.5-Math's default system turn (full stop), then the reference's user turn (none)
     assert render_prompt("1+{1}?", "qwen_math") == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n1+{1}?\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>user\n1+{1}?\nPlease reason step by step, and put your final answer within \\boxed{}<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
 

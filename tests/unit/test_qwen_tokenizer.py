@@ -90,7 +90,8 @@ def mid_word_prefix_length(tokenizer, demo_ids: list[int]) -> int:
     ("Ġunbelie" | "vably" in DEMO)."""
     tokens = tokenizer.convert_ids_to_tokens(demo_ids)
     for length in reversed(range(1, len(tokens) - 1)):
-        if tokens[length - 1].lstrip("Ġ").isalpha() and tokens[length].isalpha():  # no Ġ (space) before it
+        word_goes_on = not tokens[length].startswith("Ġ")  # "Ġ" (a space) starts a new word
+        if tokens[length - 1].lstrip("Ġ").isalpha() and tokens[length].isalpha() and word_goes_on:
             return length
     raise AssertionError(f"no mid-word cut in {tokens}")
 

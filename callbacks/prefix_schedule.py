@@ -1,6 +1,10 @@
 """Sets the module's prefix-ratio range [low_t, high_t] before every training batch.
 
-Its state (the optimiser step it has reached) is saved in Lightning checkpoints, so a
+The schedule's clock is the number of training iterations (rollout batches) done, as in
+the reference code, not `trainer.global_step`: that counts optimiser steps, of which an
+iteration takes `ppo_epochs x mini_batches` (and ReLIFT's interleaved SFT steps none).
+
+Its state (the iteration it has reached) is saved in Lightning checkpoints, so a
 resumed run continues the schedule where it stopped.
 """
 
@@ -25,12 +29,13 @@ class PrefixSchedule(L.Callback):
     ):
         """
         Args:
-            kind: shape of low_t over optimiser steps (paper: cosine; ablation: uniform).
+            kind: shape of low_t over training iterations (paper: cosine; ablation: uniform).
             low_start: low_t at step 0 (paper: 0.95).
             low_end: low_t after `steps` (paper: 0.05).
             high: high_t, constant (paper: 0.95).
-            steps: length of the decay in optimiser steps (paper: 500).
-            delay: optimiser steps to hold low_start before the decay starts.
+            steps: length of the decay in training iterations, i.e. rollout batches (paper: 500,
+                one optimiser step each).
+            delay: iterations to hold low_start before the decay starts.
         """
         self.kind, self.low_start, self.low_end = kind, low_start, low_end
         self.high, self.steps, self.delay = high, steps, delay
@@ -45,7 +50,7 @@ class PrefixSchedule(L.Callback):
         pl_module.log_dict({"train/low_t": pl_module.prefix_low, "train/high_t": pl_module.prefix_high})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.step = trainer.global_step  # optimiser steps taken so far
+        self.step += 1  # training iterations (rollout batches) done
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step}

@@ -56,3 +56,56 @@ def full_state_dict(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     if not any(hasattr(p, "full_tensor") for p in policy.parameters()):
         return {k: v.detach().cpu() for k, v in policy.state_dict().items()}
     return get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+# ---------------------------------------------------------------- layouts of a batch over ranks
+# Under FSDP2 every forward and backward is a collective: all ranks must run the same number
+# of them, whatever number of trajectories each holds. The helpers below keep the counts equal
+# and the gathered order (rank 0's rows, then rank 1's, ...) the same as one rank holding them all.
+
+
+def mini_batch_slices(num_rows: int, num_mini_batches: int) -> list[slice]:
+    """Exactly `num_mini_batches` contiguous slices of `num_rows` rows (as torch.tensor_split:
+    sizes differ by at most one; some are empty when there are fewer rows than mini-batches)."""
+    base, extra = divmod(num_rows, num_mini_batches)
+    bounds = [0]
+    for i in range(num_mini_batches):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def padded_micro_batches(num_rows: int, size: int, count: int) -> list[slice | None]:
+    """Slices of `size` rows over `num_rows`, then None (a padding micro-batch) up to `count`."""
+    slices: list[slice | None] = [slice(i, min(i + size, num_rows)) for i in range(0, num_rows, size)]
+    if len(slices) > count:
+        raise ValueError(f"{len(slices)} micro-batches on this rank, more than the {count} asked for")
+    return slices + [None] * (count - len(slices))
+
+
+def take_share(items: list, rank: int, world_size: int) -> list:
+    """Rank `rank`'s share of a list every rank holds: every world_size-th item (sizes differ by at most one)."""
+    return items[rank::world_size]
+
+
+def gather_rows(all_gather, rows: torch.Tensor, counts: torch.Tensor, device) -> torch.Tensor:
+    """Concatenate every rank's `rows` [n_r, ...] in rank order, for any n_r.
+
+    `all_gather` is Lightning's (`LightningModule.all_gather`), which needs equal shapes: rows
+    are padded to max(counts) before the gather and the padding dropped after.
+    """
+    width = int(counts.max())
+    padded = rows.new_zeros((width, *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    gathered = all_gather(padded.to(device)).cpu()                       # [W, width, ...]
+    return torch.cat([gathered[r, : int(n)] for r, n in enumerate(counts)])
+
+
+def all_gather_objects(objects: list) -> list:
+    """Every rank's list, concatenated in rank order (the list itself when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(objects)
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, list(objects))
+    return [obj for part in out for obj in part]

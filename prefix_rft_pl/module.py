@@ -20,6 +20,7 @@ from torch import Tensor
 
 from prefix_rft_pl import losses
 from prefix_rft_pl.engines.base import SamplingConfig
+from prefix_rft_pl.distributed import mini_batch_slices
 from prefix_rft_pl.prefix import (
     SelectionMode,
     TrajectoryBatch,
@@ -73,6 +74,7 @@ class PrefixRFTModule(L.LightningModule):
         fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
         demo_sft_coef: float = 0.0,
         relift: bool = False,
+        allow_half_precision_weights: bool = False,
         seed: int = 0,
     ):
         """
@@ -107,8 +109,9 @@ class PrefixRFTModule(L.LightningModule):
             top_p: rollout nucleus sampling.
             engine: rollout engine: hf (generate on the live policy) or vllm (colocated engine).
             engine_options: keyword arguments of the engine (vLLM: gpu_memory_utilization, max_model_len, ...).
-            max_logprob_diff: stop with StaleWeightsError when engine and trainer log-probs on generated
-                tokens differ by more than this (max abs); None disables the check (metrics still logged).
+            max_logprob_diff: removed; must stay None. A vLLM engine's weights are now compared exactly
+                with the trainer's before every rollout (a fingerprint, prefix_rft_pl.engines.checks), and
+                the log-prob gap is logged only, as rollout/logprob_diff_{mean,p99,max}.
             tis_cap: truncated importance sampling cap on generated tokens; None disables.
             reward_workers: processes grading answers with math-verify.
             reward_timeout_s: hard time bound per graded answer; over it the answer scores 0.
@@ -120,12 +123,21 @@ class PrefixRFTModule(L.LightningModule):
                 (e.g. float32); None uses fsdp_param_dtype.
             demo_sft_coef: beta of "RL w/ SFT loss": every optimiser step adds beta x the token-mean
                 cross-entropy on the batch's demonstrations (0 disables).
-            relift: ReLIFT: prompts whose G rollouts all fail are collected, and once a batch of them is
-                ready, an SFT step on their demonstrations is interleaved after the RL update.
+            relift: ReLIFT: prompts whose G rollouts all fail are collected in one buffer shared by all
+                ranks, and once it holds a global batch of them, an SFT step on their demonstrations is
+                interleaved after the RL update. The SFT step counts neither towards `max_steps` nor
+                towards the prefix schedule (as in ReLIFT's code).
+            allow_half_precision_weights: let the optimiser step bf16/fp16 parameters. Refused by
+                default: AdamW at lr 1e-6 on bf16 weights rounds most updates away (one step changed
+                1.1% of the parameters). Keep float32 master weights and compute in bf16 with
+                `fsdp_param_dtype` (FSDP2) or `trainer.precision: bf16-mixed` (one device).
             seed: seed of prefix-length and demonstration sampling.
         """
         super().__init__()
         self.save_hyperparameters()
+        if max_logprob_diff is not None:
+            raise ValueError("model.max_logprob_diff was removed: delete it from the config. The engine's weights "
+                             "are verified exactly every step, and a log-prob threshold trips on bf16 noise")
         self.automatic_optimization = False
         self.prefix_low, self.prefix_high = 0.95, 0.95  # set every step by callbacks.PrefixSchedule
         self.policy = None
@@ -133,7 +145,8 @@ class PrefixRFTModule(L.LightningModule):
         self.engine = None
         self.reward_fn = None
         self.timings: dict[str, float] = {}
-        self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed, waiting for SFT
+        self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed (all ranks'), waiting for SFT
+        self.relift_sft_steps = 0
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -166,6 +179,8 @@ class PrefixRFTModule(L.LightningModule):
         if self.hparams.engine == "vllm":
             from prefix_rft_pl.engines.vllm import VLLMEngine
 
+            if self.trainer.world_size > 1:  # one engine per rank, built by all ranks here (a collective)
+                options |= {"rank": self.global_rank, "local_rank": self.local_rank}
             return VLLMEngine(self.hparams.policy, **options)
         from prefix_rft_pl.engines.hf import HFEngine
 
@@ -174,6 +189,9 @@ class PrefixRFTModule(L.LightningModule):
     def configure_optimizers(self):
         from prefix_rft_pl.optim import build_optimizer
 
+        from prefix_rft_pl.optim import check_master_weights
+
+        check_master_weights(self.policy.named_parameters(), self.hparams.allow_half_precision_weights)
         return build_optimizer(self.hparams.optimizer, self.policy.parameters(),
                                self.hparams.learning_rate, self.hparams.weight_decay)
 
@@ -241,30 +259,56 @@ class PrefixRFTModule(L.LightningModule):
         outs, ents = [], []
         with torch.set_grad_enabled(grad):
             for rows in self._micro_batches(len(tb.response_ids)):
-                lp, ent = response_logprobs(self.policy, tb.select(rows), self.hparams.temperature,
+                mb = tb.select(rows) if rows is not None else self._padding_batch()
+                lp, ent = response_logprobs(self.policy, mb, self.hparams.temperature,
                                             self.hparams.logprob_chunk_size, with_entropy)
+                if rows is None:
+                    continue  # a padding micro-batch: only there to match the other ranks' collectives
                 outs.append(lp.cpu())
                 ents.append(ent.cpu() if ent is not None else None)
         entropy = torch.cat(ents) if with_entropy else None
         return torch.cat(outs), entropy
 
-    def _micro_batches(self, n: int):
+    def _micro_batches(self, n: int) -> list[slice | None]:
+        """Row slices of `micro_batch_size`, then None (a padding micro-batch) up to the largest
+        count of any rank: under FSDP2 every forward/backward is a collective, so ranks holding
+        fewer trajectories must still run as many of them."""
+        from prefix_rft_pl.distributed import padded_micro_batches
+
         size = self.hparams.micro_batch_size
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+        counts = self._gather_counts(-(-n // size))
+        return padded_micro_batches(n, size, int(counts.max()))
+
+    def _padding_batch(self) -> TrajectoryBatch:
+        """One trajectory of one pad token: the input of a padding micro-batch (loss x 0)."""
+        from prefix_rft_pl.prefix import Trajectory
+
+        pad = self.tokenizer.pad_token_id
+        return pad_trajectories([Trajectory(0, [pad], [pad], [], None, "stop")], pad)
+
+    def _gather_counts(self, count: int) -> Tensor:
+        """[world] `count` of every data-parallel rank (a collective when world > 1)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return torch.tensor([count])
+        return self.all_gather(torch.tensor(count, device=self.device)).cpu().view(-1)
+
+    def _global_mean_count(self, count: float) -> float:
+        """sum over ranks of `count` / world: a local loss divided by it, then averaged over the
+        ranks by the gradient reduction, is divided by the global count, for any split."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return float(count)
+        total = self.trainer.strategy.reduce(torch.tensor(float(count), device=self.device), reduce_op="sum")
+        return float(total) / self.trainer.world_size
 
     def _check_engine(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> None:
-        from prefix_rft_pl.engines.checks import StaleWeightsError, logprob_mismatch
+        """Stop when the engine sampled from other weights than pi_old; log the log-prob gap (collectives)."""
+        from prefix_rft_pl.engines.checks import check_engine_weights, logprob_metrics
 
-        if not tb.generated_mask.any():
-            return
-        mean_abs, max_abs = logprob_mismatch(old_logprobs, tb.engine_logprobs, tb.generated_mask)
-        self.log_dict({"rollout/logprob_diff_mean": mean_abs, "rollout/logprob_diff_max": max_abs})
-        limit = self.hparams.max_logprob_diff
-        if limit is not None and max_abs > limit:
-            raise StaleWeightsError(
-                f"engine and trainer log-probs on generated tokens differ by up to {max_abs:.3g} "
-                f"(mean {mean_abs:.3g}, limit max_logprob_diff={limit}) at step {self.global_step}: "
-                "the rollout engine is running stale or wrong weights (is VLLMWeightSync among the callbacks?)")
+        fingerprint = getattr(self.engine, "weights_fingerprint", None)  # engines with their own weights (vLLM)
+        if fingerprint is not None:
+            verified = check_engine_weights(self.policy, fingerprint, self.engine.dtype, self.global_step)
+            self.log("rollout/weights_verified", float(verified))  # tensors compared exactly
+        self.log_dict(logprob_metrics(old_logprobs, tb.engine_logprobs, tb.generated_mask))
 
     def _is_weights(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> Tensor | None:
         if self.hparams.tis_cap is None:
@@ -280,25 +324,25 @@ class PrefixRFTModule(L.LightningModule):
         ent = torch.zeros(entropy.shape[0], width)
         pm = torch.zeros(entropy.shape[0], width, dtype=torch.bool)
         ent[:, : entropy.shape[1]], pm[:, : entropy.shape[1]] = entropy, prefix_mask
-        if self.trainer.world_size > 1:
-            ent = self.all_gather(ent.to(self.device)).cpu().flatten(0, 1)       # [W*N, T_max]
-            pm = self.all_gather(pm.to(self.device)).cpu().flatten(0, 1)
+        counts = self._gather_counts(entropy.shape[0])                           # [W] rows per rank
+        if len(counts) > 1:
+            from prefix_rft_pl.distributed import gather_rows
+
+            ent = gather_rows(self.all_gather, ent, counts, self.device)        # [sum N, T_max], rank order
+            pm = gather_rows(self.all_gather, pm, counts, self.device)
         generator = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
         kept = select_prefix_tokens(ent, pm, hp.prefix_token_keep, hp.prefix_selection, generator)
-        n = entropy.shape[0]
-        rank = self.global_rank if self.trainer.world_size > 1 else 0
-        return kept[rank * n:(rank + 1) * n, : entropy.shape[1]]
+        start = int(counts[: self.global_rank].sum()) if len(counts) > 1 else 0
+        return kept[start:start + entropy.shape[0], : entropy.shape[1]]
 
     def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
                 is_weights: Tensor | None, items) -> tuple[Tensor, Tensor]:
         hp = self.hparams
         optimizer = self.optimizers()
         n = len(tb.response_ids)
-        size = -(-n // hp.mini_batches)
         total, grad_norm = torch.zeros(()), torch.zeros(())
         for _ in range(hp.ppo_epochs):
-            for start in range(0, n, size):
-                rows = slice(start, min(start + size, n))
+            for rows in mini_batch_slices(n, hp.mini_batches):  # the same count on every rank
                 total = self._mini_batch_backward(tb.select(rows), old_logprobs[rows], token_advantages[rows],
                                                   None if is_weights is None else is_weights[rows])
                 if hp.demo_sft_coef > 0:
@@ -309,6 +353,8 @@ class PrefixRFTModule(L.LightningModule):
         return total, grad_norm.detach().cpu()
 
     def _optimizer_step(self, optimizer) -> Tensor:
+        """Clip and step. `optimizer` is Lightning's wrapper (the step counts towards
+        `global_step` / `max_steps`) or the bare torch optimiser (it does not: ReLIFT's SFT step)."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.hparams.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -321,28 +367,42 @@ class PrefixRFTModule(L.LightningModule):
 
         demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0][: self.hparams.max_response_tokens], [], None, "stop")
                  for i, item in enumerate(items) if item.demo_ids]
-        if not demos:
-            return torch.zeros(())
-        tb = pad_trajectories(demos, self.tokenizer.pad_token_id)
-        num_tokens = int(tb.mask.sum())
+        tb = pad_trajectories(demos, self.tokenizer.pad_token_id) if demos else None
+        num_tokens = self._global_mean_count(int(tb.mask.sum()) if demos else 0)  # token mean over all ranks
         total = torch.zeros(())
-        for rows in self._micro_batches(len(demos)):
-            mb = tb.select(rows)
+        for rows in self._micro_batches(len(demos)):  # also when this rank has none: the others may
+            mb = tb.select(rows) if rows is not None else self._padding_batch()
             logprobs, _ = response_logprobs(self.policy, mb, self.hparams.temperature, self.hparams.logprob_chunk_size, False)
             loss = losses.aggregate_token_mean(losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight), num_tokens)
-            self.manual_backward(loss)
-            total += loss.detach().cpu()
+            self.manual_backward(loss if rows is not None else loss * 0.0)
+            total += loss.detach().cpu() if rows is not None else 0.0
         return total
 
     def _relift_step(self, batch: PromptDemoBatch, rewards: Tensor) -> None:
-        """ReLIFT: queue prompts whose G rollouts all failed; SFT on a full batch of them."""
-        self.relift_buffer += [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
-        self.log("train/relift_buffer", float(len(self.relift_buffer)))
-        if len(self.relift_buffer) >= len(batch):
-            todo, self.relift_buffer = self.relift_buffer[: len(batch)], self.relift_buffer[len(batch):]
-            self._demo_sft_backward(todo, 1.0)
-            self._optimizer_step(self.optimizers())
-            self.log("train/relift_sft_steps", 1.0)
+        """ReLIFT: queue prompts whose G rollouts all failed in one buffer shared by all ranks
+        (every rank holds the same copy, in rank order); once it holds a global batch, every rank
+        takes its share of it and all take one SFT step together. The step is not counted."""
+        from prefix_rft_pl.distributed import all_gather_objects, take_share
+
+        failed = [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
+        self.relift_buffer += all_gather_objects(failed)
+        global_batch = int(self._gather_counts(len(batch)).sum())
+        sft_steps = 0
+        if len(self.relift_buffer) >= global_batch:
+            todo, self.relift_buffer = self.relift_buffer[:global_batch], self.relift_buffer[global_batch:]
+            self._demo_sft_backward(take_share(todo, self.global_rank, self.trainer.world_size), 1.0)
+            self._optimizer_step(self.optimizers().optimizer)  # the bare optimiser: not a training step
+            sft_steps = 1
+        self.relift_sft_steps += sft_steps
+        self.log_dict({"train/relift_buffer": float(len(self.relift_buffer)),
+                       "train/relift_sft_steps": float(self.relift_sft_steps)})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["relift"] = {"buffer": self.relift_buffer, "sft_steps": self.relift_sft_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("relift", {})
+        self.relift_buffer, self.relift_sft_steps = list(state.get("buffer", [])), state.get("sft_steps", 0)
 
     def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
                              is_weights: Tensor | None) -> Tensor:
@@ -353,6 +413,11 @@ class PrefixRFTModule(L.LightningModule):
         normaliser = self._normaliser(tb)
         total = torch.zeros(())
         for rows in self._micro_batches(len(tb.response_ids)):
+            if rows is None:  # padding micro-batch: matches the other ranks' collectives, adds no gradient
+                mb = self._padding_batch()
+                logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
+                self.manual_backward(logprobs.sum() * 0.0)
+                continue
             mb = tb.select(rows)
             logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
             per_token = losses.token_losses(
@@ -368,11 +433,9 @@ class PrefixRFTModule(L.LightningModule):
 
     def _normaliser(self, tb: TrajectoryBatch) -> float:
         """The aggregation's denominator over the whole (all-rank) optimisation mini-batch."""
-        hp = self.hparams
-        if hp.aggregation == "token_mean":
-            count = float(tb.mask.sum())
-            return float(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="mean"))
-        return float(len(tb.response_ids))  # sequences per rank; DP averaging makes it global
+        if self.hparams.aggregation == "token_mean":
+            return self._global_mean_count(float(tb.mask.sum()))
+        return self._global_mean_count(len(tb.response_ids))  # trajectories, summed over ranks
 
     def _aggregate(self, per_token: Tensor, mask: Tensor, normaliser: float) -> Tensor:
         hp = self.hparams
@@ -417,3 +480,6 @@ class PrefixRFTModule(L.LightningModule):
     def teardown(self, stage: str) -> None:
         if self.reward_fn is not None and hasattr(self.reward_fn, "close"):
             self.reward_fn.close()
+        if stage == "fit" and hasattr(self.engine, "close"):
+            self.engine.close()  # before the strategy destroys the process group vLLM's groups live in
+            self.engine = None

@@ -97,3 +97,29 @@ def test_rewards_and_prefix_masks_reach_the_loss(tiny_model_dir, toy_task_files)
 def test_freeze_prefix_gives_prefix_tokens_no_gradient_signal(tiny_model_dir, toy_task_files):
     _, out, _ = run_step(tiny_model_dir, toy_task_files, micro_batch_size=16, prefix_selection="freeze")
     assert not out["kept"].any()
+
+
+def test_schedule_counts_rollout_batches_not_optimiser_steps(tiny_model_dir, toy_task_files):
+    # 2 mini-batches x 2 PPO epochs = 4 optimiser steps per rollout batch; the cosine over 4
+    # iterations must still be at its second value after one batch, not at its end
+    from transformers import AutoTokenizer
+
+    from prefix_rft_pl.schedule import SCHEDULES
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    items = items_from(tokenizer, toy_task_files["train"], 4)
+    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=4, max_response_tokens=48, reward_workers=1,
+                             mini_batches=2, ppo_epochs=2)
+    module.engine = ScriptedEngine(tokenizer, items)
+    schedule = PrefixSchedule(kind="cosine", steps=4)
+    lows = []
+
+    class Lows(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lows.append(pl_module.prefix_low)
+
+    trainer = L.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[schedule, Lows()])
+    trainer.fit(module, DataLoader(items, batch_size=2, collate_fn=PromptDemoBatch))
+    assert trainer.global_step == 8 and schedule.step == 2
+    assert lows == pytest.approx([SCHEDULES["cosine"](i, 0.95, 0.05, 4, 0) for i in range(2)])

@@ -119,14 +119,35 @@ def test_random_k_is_seeded_and_within_prefix():
 
 
 def test_selection_is_the_same_for_any_split_of_the_batch():
-    # ranking over the whole batch: selecting on the concatenation of two halves equals
-    # selecting on the full batch, whatever the row order of the micro-batches
+    # two ranks holding 3 and 5 rows: each gathers every rank's rows (padded to equal shapes for
+    # the collective, unpadded after), selects over the whole batch and keeps its own rows; the
+    # result equals one rank selecting over all 8 rows. Selecting within each rank's rows (the
+    # reference code's per-micro-batch ranking) keeps another set.
+    from prefix_rft_pl.distributed import gather_rows
+
     torch.manual_seed(0)
     entropy = torch.rand(8, 6)
+    entropy[:3] += 1.0  # rank 0's rows are the uncertain ones: a whole-batch top-k keeps only them
     prefix = torch.rand(8, 6) > 0.5
     full = select_prefix_tokens(entropy, prefix, 0.2, "top")
-    halves = select_prefix_tokens(torch.cat([entropy[:4], entropy[4:]]), torch.cat([prefix[:4], prefix[4:]]), 0.2)
-    assert torch.equal(full, halves)
+    counts = torch.tensor([3, 5])
+    bounds = [slice(0, 3), slice(3, 8)]
+
+    def fake_all_gather(source):  # what each rank contributes, padded to 5 rows
+        def gather(padded):
+            parts = [torch.cat([source[b], source.new_zeros(5 - (b.stop - b.start), 6)]) for b in bounds]
+            return torch.stack(parts)                                          # [W, 5, 6]
+        return gather
+
+    per_rank = []
+    for rank, rows in enumerate(bounds):
+        ent = gather_rows(fake_all_gather(entropy), entropy[rows], counts, "cpu")
+        pm = gather_rows(fake_all_gather(prefix), prefix[rows], counts, "cpu")
+        assert torch.equal(ent, entropy) and torch.equal(pm, prefix)  # rank order, padding dropped
+        per_rank.append(select_prefix_tokens(ent, pm, 0.2, "top")[rows])
+    assert torch.equal(torch.cat(per_rank), full)
+    local = torch.cat([select_prefix_tokens(entropy[r], prefix[r], 0.2, "top") for r in bounds])
+    assert not torch.equal(local, full)
     assert int(full.sum()) == num_kept(int(prefix.sum()), 0.2)
     threshold = entropy[full].min()
     assert (entropy[prefix & ~full] <= threshold).all()

@@ -1,4 +1,4 @@
-"""One raw row -> a `PromptItem` (token ids), or the reason it is skipped."""
+"""One raw row -> a `PromptItem` (token ids), or a `Skipped` record saying why not."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from prefix_rft_pl.types import PromptItem
 
 class BadRowError(ValueError):
     """Raised for the first bad row when `strict=True`; names the file and row."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A row left out: `reason` is the counter key, `where` the file and row, `detail` the why."""
+
+    reason: str
+    where: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -31,16 +40,16 @@ class Renderer:
     require_demos: bool = True
     strict: bool = False
 
-    def __call__(self, raw: RawRow) -> PromptItem | str:
-        """The item, or the skip reason (a counter key); raises on a malformed file, and on
-        any bad row when strict."""
+    def __call__(self, raw: RawRow) -> PromptItem | Skipped:
+        """The item, or why the row is skipped; raises on a malformed file, and on any bad
+        row when strict."""
         row = load_row(raw)
         try:
             return self._item(row, raw.uid)
         except BadRow as bad:
             if self.strict:
                 raise BadRowError(f"{raw.where}: {bad} (strict=True)") from None
-            return bad.reason
+            return Skipped(bad.reason, raw.where, str(bad))
 
     def _item(self, row: Any, uid: str) -> PromptItem:
         example = parse_row(row, self.mapping, uid, self.require_demos)

@@ -1,5 +1,10 @@
 """Iterables handed to Lightning: endless training batches with their stream positions, and
-one pass over a held-out set."""
+one pass over a held-out set.
+
+Skipped rows stay visible on an endless stream: they are counted by reason as they are met
+(the module logs the counts every step, `PromptDemoDataModule.skip_counts`), and the first
+skip of each reason is warned about once, naming its file and row.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from datamodules.items import Renderer
+from datamodules.items import Renderer, Skipped
 from datamodules.sources import Source
 from datamodules.stream import Order, Position, chunked, epoch_rows, rows_from
 from prefix_rft_pl.types import PromptDemoBatch, PromptItem
@@ -24,6 +29,14 @@ def _identity(x):
 
 def _collate(items: list[PromptItem]) -> PromptDemoBatch:
     return PromptDemoBatch(list(items))
+
+
+def count_skip(skipped: Counter, row: Skipped) -> None:
+    """Count a skipped row under its reason; warn at the first row skipped for that reason."""
+    skipped[row.reason] += 1
+    if skipped[row.reason] == 1:
+        log.warning("skipping rows: %s (%s); further rows skipped for %r are only counted "
+                    "(metric data/skipped_%s)", row.where, row.detail, row.reason, row.reason)
 
 
 class _TrainChunks(torch.utils.data.IterableDataset):
@@ -46,7 +59,8 @@ class TrainBatches:
 
     `on_batch(batch, position)` is called as each batch is handed out: `position` is where
     this rank's stream stands once the batch is consumed. Skipped rows are counted in
-    `skipped` (shared with the data module) and summarised in the log at each epoch end.
+    `skipped` (shared with the data module) as they are met, the first of each reason warned
+    about (`count_skip`), and summarised in the log at each epoch end.
     """
 
     sources: list[Source]
@@ -71,8 +85,8 @@ class TrainBatches:
                 if position.epoch != epoch:
                     self._epoch_done(epoch, last_item_epoch, start.epoch)
                     epoch = position.epoch
-                if isinstance(result, str):
-                    self.skipped[result] += 1
+                if isinstance(result, Skipped):
+                    count_skip(self.skipped, result)
                     continue
                 items.append(result)
                 last_item_epoch = epoch
@@ -102,8 +116,8 @@ class _HeldOutItems(torch.utils.data.IterableDataset):
             if n % num_workers != worker:
                 continue
             result = self.render(raw)
-            if isinstance(result, str):
-                self.skipped[result] += 1  # counted in the main process only when num_workers == 0
+            if isinstance(result, Skipped):
+                count_skip(self.skipped, result)  # counted in the main process only when num_workers == 0
             else:
                 yield result
 

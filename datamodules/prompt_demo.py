@@ -160,8 +160,11 @@ class PromptDemoDataModule(L.LightningDataModule):
         return batch  # token-id lists only; the module builds tensors on its device
 
     def skip_counts(self) -> dict[str, int]:
-        """Skipped-row counts as flat metric names, for the module to log."""
-        counts = {f"data/skipped_{k}": v for k, v in self.skipped.items()}
+        """Skipped-row counts so far as flat metric names, for the module to log every step:
+        `data/skipped` (all reasons, present from the first step on) and
+        `data/skipped_<reason>` per reason met; `data/val_skipped_<reason>` for held-out rows."""
+        counts = {"data/skipped": sum(self.skipped.values())}
+        counts.update({f"data/skipped_{k}": v for k, v in self.skipped.items()})
         counts.update({f"data/val_skipped_{k}": v for k, v in self.val_skipped.items()})
         return counts
 

@@ -133,6 +133,25 @@ def test_bad_rows_are_skipped_and_counted_by_reason(tiny_model_dir, tmp_path, ca
     assert "rows skipped so far" in caplog.text and "non_string_field=2" in caplog.text
 
 
+def test_skips_are_counted_as_met_and_each_reason_warned_once(tiny_model_dir, tmp_path, caplog):
+    """An endless stream never reaches an epoch end: counts must be current at every batch."""
+    path = tmp_path / "t.jsonl"
+    rows = [{"problem": "p", "solution": "s", "answer": str(i)} for i in range(20)]
+    rows[1:1] = [{"problem": "", "solution": "s", "answer": "1"}] * 3 + [{"solution": "s", "answer": "1"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dm = make(tiny_model_dir, str(path), shuffle_buffer=0)
+    with caplog.at_level("WARNING", logger="datamodules"):
+        next(iter(dm.train_dataloader()))  # rows 0-7: three empty problems, one missing field
+    assert dm.skip_counts() == {"data/skipped": 4, "data/skipped_empty_field": 3, "data/skipped_missing_field": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2  # one per reason, naming the first such row
+    assert f"{path} line 2 (empty_field" in warnings[0] and f"{path} line 5 (missing_field" in warnings[1]
+
+
+def test_skip_counts_start_at_zero(tiny_model_dir, tmp_path):
+    assert make(tiny_model_dir, write_rows(tmp_path / "t.jsonl", 8)).skip_counts() == {"data/skipped": 0}
+
+
 def test_kept_row_keeps_only_its_short_demonstrations(tiny_model_dir, tmp_path):
     dm = make(tiny_model_dir, write_with_bad_rows(tmp_path / "t.jsonl"), max_demo_tokens=20, shuffle_buffer=0)
     item = next(iter(dm.train_dataloader())).items[0]

@@ -45,9 +45,11 @@ class EvalConfig:
     gpu_memory_utilization: float = 0.9
     kv_cache_gib: float | None = None
     """vLLM KV cache in GiB (set it on CPU)."""
+    enforce_eager: bool = False
+    """vLLM without compilation or CUDA graphs: faster start, slower decode."""
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
-    """Engines, one process each (tensor_parallel_size GPUs apiece, or all on CPU); the missing chunks are dealt out round-robin."""
+    """Engines, one process each (tensor_parallel_size GPUs apiece, or on CPU), dealt the missing chunks round-robin."""
     device: str = "auto"
     """hf engine device: auto (cuda if available), cpu, cuda:0, ..."""
 

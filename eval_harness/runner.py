@@ -160,6 +160,6 @@ def build_engine(cfg: EvalConfig, model_path: str, tokenizer):
         return VLLMEngine(
             model_path, dtype=cfg.dtype, seed=cfg.seed, max_model_len=cfg.max_model_len,
             gpu_memory_utilization=cfg.gpu_memory_utilization, tensor_parallel_size=cfg.tensor_parallel_size,
-            kv_cache_gib=cfg.kv_cache_gib,
+            kv_cache_gib=cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager,
         )
     raise ValueError(f"unknown engine {cfg.engine!r}: use vllm or hf")

@@ -234,6 +234,10 @@ class PrefixRFTModule(L.LightningModule):
         ratios = [rng.uniform(self.prefix_low, self.prefix_high) for _ in range(len(batch) * num_hybrid)]
         requests, owners = build_group_requests(batch.items, hp.group_size, num_hybrid, ratios,
                                                 hp.max_response_tokens, hp.min_prefix_tokens, rng)
+        from prefix_rft_pl.context import check_requests, model_context  # before any generation
+
+        check_requests(requests, [batch.items[o].uid for o in owners],
+                       model_context(self.policy.config, (hp.engine_options or {}).get("max_model_len")))
         sampling = SamplingConfig(temperature=hp.temperature, top_p=hp.top_p)
         live = [r for r in requests if r.max_new_tokens > 0]  # full-demonstration rows generate nothing
         rollouts = iter(self.engine.generate(live, sampling) if live else [])  # same order as `live`
@@ -454,10 +458,11 @@ class PrefixRFTModule(L.LightningModule):
         self.log(f"time/{phase}_s", self.timings[phase])
 
     def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats) -> None:
+        from datamodules.prompt_demo import skip_metrics
         from prefix_rft_pl.step_metrics import rollout_metrics
 
         self.log_dict({"train/loss": loss, "train/grad_norm": grad_norm, **rollout_metrics(rewards, is_hybrid, tb),
-                       **{k: float(v) for k, v in reward_stats.items()}})
+                       **{k: float(v) for k, v in reward_stats.items()}, **skip_metrics(self.trainer)})
         self.log("reward", rewards.mean(), prog_bar=True)
 
     # ---------------------------------------------------------------- validation & export

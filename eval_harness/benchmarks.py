@@ -8,6 +8,17 @@ from, first match wins:
 3. the hub dataset of the registry below, mapped field by field (needs internet).
 Hub rows are normalised the way the shared copies were: AMC floats stay strings ("27.0",
 graded by the reward's decimal check), OlympiadBench's answer lists are joined with ", ".
+
+A veRL / LUFFY evaluation parquet (`prompt`: chat messages, `reward_model.ground_truth`,
+`data_source`; e.g. ../shared/real/luffy_valid.parquet) is evaluated straight from the file:
+`--benchmarks PATH.parquet` becomes one benchmark per `data_source` (`PATH.parquet#aime`, ...,
+see `expand_benchmarks`), named as in the registry where the source is one of the paper's
+(aime -> aime24, math -> math500, olympiad_bench -> olympiadbench). The problem is the last
+user message (the file's system turn is dropped; the template supplies the prompt, as for
+every benchmark). LUFFY's file repeats every AIME problem 8 times and every AMC problem 4
+times, its way of averaging over samples; here repeated rows are one problem, sampled
+`num_samples` times (avg@32 on aime24 and amc by default), so that the problem count, and
+every pass@k, is the benchmark's own (30 AIME24 problems, not 240).
 """
 
 from __future__ import annotations
@@ -93,13 +104,76 @@ def load_hub(source: HubSource) -> list[Problem]:
     ]
 
 
+# veRL / LUFFY `data_source` values -> the registry's names of the same benchmarks
+DATA_SOURCE_NAMES = {"aime": "aime24", "amc": "amc", "math": "math500", "minerva": "minerva",
+                     "olympiad_bench": "olympiadbench"}
+PARQUET_LAYOUT = {"problem": "prompt", "answer": "reward_model.ground_truth"}
+
+
+def _split_parquet_spec(spec: str) -> tuple[str, str] | None:
+    """'PATH.parquet#source' -> (PATH.parquet, source); None for other specs."""
+    path, sep, source = spec.rpartition("#")
+    return (path, source) if sep and path.endswith(".parquet") else None
+
+
+def parquet_sources(path: str | Path) -> list[str]:
+    """The distinct `data_source` values of a parquet file, in order of first appearance."""
+    import pyarrow.parquet as pq
+
+    values = pq.read_table(path, columns=["data_source"]).column("data_source").to_pylist()
+    return list(dict.fromkeys(values))
+
+
+def expand_benchmarks(specs: list[str]) -> list[str]:
+    """Every `PATH.parquet` spec -> `PATH.parquet#<data_source>`, one per source; others unchanged."""
+    out = []
+    for spec in specs:
+        if spec.endswith(".parquet"):
+            if not Path(spec).is_file():
+                raise FileNotFoundError(f"benchmark file {spec} does not exist")
+            out += [f"{spec}#{source}" for source in parquet_sources(spec)]
+        else:
+            out.append(spec)
+    return out
+
+
+def load_parquet(path: str | Path, source: str) -> list[Problem]:
+    """The problems of one `data_source` of a veRL parquet; repeated rows (same problem and
+    answer) become one problem. Id: `extra_info.index` where the file has it, else the row."""
+    import pyarrow.parquet as pq
+
+    from datamodules.layouts import BadRow, parse_row
+
+    problems: dict[tuple[str, tuple[str, ...]], Problem] = {}
+    for i, row in enumerate(pq.read_table(path).to_pylist()):
+        if row.get("data_source") != source:
+            continue
+        try:
+            example = parse_row(row, PARQUET_LAYOUT, str(i), require_demos=False)
+        except BadRow as bad:
+            raise ValueError(f"{path} row {i} ({source}): {bad}") from None
+        index = (row.get("extra_info") or {}).get("index")
+        key = (example.problem, tuple(example.answers))
+        problems.setdefault(key, Problem(str(i if index is None else index), example.problem, example.answers))
+    if not problems:
+        raise ValueError(f"{path} has no rows with data_source {source!r}; it has {parquet_sources(path)}")
+    return list(problems.values())
+
+
 def benchmark_name(spec: str) -> str:
-    """Short name of a benchmark spec: the registry name, or a file's stem."""
+    """Short name of a benchmark spec: the registry name, a file's stem, or a parquet's data source."""
+    parquet = _split_parquet_spec(spec)
+    if parquet:
+        return DATA_SOURCE_NAMES.get(parquet[1], parquet[1])
     return Path(spec).stem if spec.endswith(".jsonl") else spec
 
 
 def load_benchmark(spec: str, data_dir: str | Path | None = None) -> list[Problem]:
-    """Problems of `spec` (a registry name or a .jsonl path); see the module docstring."""
+    """Problems of `spec` (a registry name, a .jsonl path or `PATH.parquet#source`); see the
+    module docstring."""
+    parquet = _split_parquet_spec(spec)
+    if parquet:
+        return load_parquet(*parquet)
     if spec.endswith(".jsonl"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"benchmark file {spec} does not exist")

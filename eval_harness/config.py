@@ -13,7 +13,8 @@ class EvalConfig:
     ckpt: str
     """HF model directory or hub id, Lightning .ckpt of this framework, or an FSDP2 sharded checkpoint directory."""
     benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
-    """Registry names (aime24, aime25, amc, amc23, math500, minerva, olympiadbench) or .jsonl paths."""
+    """Registry names (aime24, aime25, amc, amc23, math500, minerva, olympiadbench), .jsonl paths, or a
+    veRL parquet path (one benchmark per data_source)."""
     data_dir: str | None = None
     """Folder with <benchmark>.jsonl files ({id, problem, answer: [...]}); the hub otherwise."""
     out: str = "eval_out"
@@ -61,6 +62,15 @@ class EvalConfig:
     """Published row to print beside the results (base, prefix_rft, ...); None: guessed from the checkpoint."""
     limit: int | None = None
     """Only the first N problems of each benchmark (smoke tests)."""
+    skip_long_prompts: bool = False
+    """Problems whose prompt + max_new_tokens exceed the model's context: False stops before any
+    generation with an error naming them; True skips them (scored 0, counted as grading status
+    prompt_too_long in results.json)."""
+
+    def __post_init__(self):
+        from eval_harness.benchmarks import expand_benchmarks
+
+        self.benchmarks = expand_benchmarks(self.benchmarks)  # a parquet: one benchmark per data_source
 
     def samples_for(self, benchmark: str) -> int:
         return self.num_samples.get(benchmark, self.default_num_samples)

@@ -84,41 +84,66 @@ def generate(cfg: EvalConfig, out: Path, model_path: str, work: list[tuple[str, 
     for spec, k in work:
         chunks.setdefault(spec, []).append(k)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prepared = prepare_prompts(cfg, model_path, tokenizer, list(chunks))  # every prompt checked first
     reward = MathVerifyReward(cfg.grading_workers, cfg.grading_timeout_s)
     engine = None
     try:
         for spec, todo in chunks.items():
             name = benchmark_name(spec)
-            problems = load_benchmark(spec, cfg.data_dir)[: cfg.limit]
+            problems, prompts, too_long = prepared[spec]
             plan = chunk_plan(len(problems), cfg.samples_for(name), cfg.chunk_size)
             store = SampleStore(out, name, shard)
             engine = engine or build_engine(cfg, model_path, tokenizer)
-            prompts = [encode(p, cfg.template, tokenizer) for p in problems]
             for k in tqdm(todo, desc=name if shard is None else f"{name} shard {shard}", unit="chunk"):
-                store.append(run_chunk(engine, tokenizer, reward, cfg, name, k, plan[k], problems, prompts))
+                store.append(run_chunk(engine, tokenizer, reward, cfg, name, k, plan[k], problems, prompts, too_long))
     finally:
         reward.close()
         if engine is not None and hasattr(engine, "close"):
             engine.close()
 
 
-def run_chunk(engine, tokenizer, reward, cfg, name, k, items, problems, prompts) -> list[dict]:
-    """Generate and grade one chunk; its records in plan order."""
+def prepare_prompts(cfg: EvalConfig, model_path: str, tokenizer, specs: list[str]) -> dict:
+    """spec -> (problems, prompt ids, indices of prompts too long to skip); raises
+    PromptTooLongError naming benchmark and problems unless cfg.skip_long_prompts."""
+    from transformers import AutoConfig
+
+    from prefix_rft_pl.context import check_prompts, model_context
+
+    context = model_context(AutoConfig.from_pretrained(model_path), cfg.max_model_len)
+    prepared = {}
+    for spec in specs:
+        problems = load_benchmark(spec, cfg.data_dir)[: cfg.limit]
+        prompts = [encode(p, cfg.template, tokenizer) for p in problems]
+        too_long = check_prompts(benchmark_name(spec), [p.id for p in problems], [len(x) for x in prompts],
+                                 cfg.max_new_tokens, context, cfg.skip_long_prompts)
+        prepared[spec] = (problems, prompts, too_long)
+    return prepared
+
+
+def run_chunk(engine, tokenizer, reward, cfg, name, k, items, problems, prompts, skip=frozenset()) -> list[dict]:
+    """Generate and grade one chunk; its records in plan order. Problems in `skip` (prompt too
+    long) are not generated: they score 0 with status prompt_too_long."""
     seed_all(chunk_seed(cfg.seed, name, k))
-    runs = group_runs(items)
+    live = [(p, s) for p, s in items if p not in skip]
+    runs = group_runs(live)
     requests = [GenerationRequest(prompts[p], cfg.max_new_tokens, num_samples=n) for p, n in runs]
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
-    rollouts = engine.generate(requests, sampling)
+    rollouts = engine.generate(requests, sampling) if requests else []
     texts = tokenizer.batch_decode([r.token_ids for r in rollouts], skip_special_tokens=True)
-    graded = reward(texts, [problems[p].answers for p, _ in items])
+    graded = reward(texts, [problems[p].answers for p, _ in live]) if live else None
     from prefix_rft_pl.rewards import extract_boxed
 
-    return [
-        {"problem": p, "sample": s, "id": problems[p].id, "chunk": k, "completion": text,
-         "extracted": extract_boxed(text), "correct": bool(score), "status": status,
-         "num_tokens": len(rollout.token_ids), "finish_reason": rollout.finish_reason}
-        for (p, s), text, rollout, score, status in zip(items, texts, rollouts, graded.rewards, graded.statuses)
-    ]
+    records = {
+        (p, s): {"problem": p, "sample": s, "id": problems[p].id, "chunk": k, "completion": text,
+                 "extracted": extract_boxed(text), "correct": bool(score), "status": status,
+                 "num_tokens": len(rollout.token_ids), "finish_reason": rollout.finish_reason}
+        for (p, s), text, rollout, score, status in
+        zip(live, texts, rollouts, graded.rewards if graded else [], graded.statuses if graded else [])
+    }
+    skipped = {"completion": "", "extracted": None, "correct": False, "status": "prompt_too_long",
+               "num_tokens": 0, "finish_reason": "prompt_too_long"}
+    return [records.get((p, s)) or {"problem": p, "sample": s, "id": problems[p].id, "chunk": k, **skipped}
+            for p, s in items]
 
 
 def seed_all(seed: int) -> None:

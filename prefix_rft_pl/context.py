@@ -62,3 +62,16 @@ def check_requests(requests: Sequence[GenerationRequest], names: Sequence[str], 
         "training " + describe(list(seen), list(seen.values()), budget, context)
         + f". Skip and count such rows with data max_prompt_tokens <= {context - budget}, "
           "or lower model.max_response_tokens")
+
+
+def check_prompts(benchmark: str, problem_ids: Sequence[str], prompt_lengths: Sequence[int], budget: int,
+                  context: int | None, skip: bool = False) -> set[int]:
+    """The eval harness's check of one benchmark: indices of the problems that do not fit, when
+    `skip`; otherwise PromptTooLongError naming the benchmark and those problems."""
+    bad = over_context(prompt_lengths, budget, context)
+    if bad and not skip:
+        names = [f"{benchmark} problem {problem_ids[i]}" for i in bad]
+        raise PromptTooLongError(
+            describe(names, [prompt_lengths[i] for i in bad], budget, context)
+            + ". Skip (and count) them with --skip_long_prompts true, or lower --max_new_tokens")
+    return set(bad)

@@ -14,6 +14,12 @@ before the gather, which halves the traffic when the trainer holds float32 maste
 
 `HFEngine` samples from the live policy, so there is nothing to push; any engine that
 is not a `VLLMEngine` is left alone.
+
+With one engine per rank (several data-parallel ranks), an exception on one rank leaves
+the others waiting in a collective; Lightning's launcher then ends every rank (rank 0
+watches the others, and kills them when it fails itself). So that the error says where it
+happened, `on_exception` adds the rank to it ("raised on rank 1 of 2") and shuts the
+rank's engine down.
 """
 
 from __future__ import annotations
@@ -72,3 +78,11 @@ class VLLMWeightSync(L.Callback):
             return
         seconds = push_weights(pl_module.policy, engine)
         pl_module.log("rollout/weight_sync_s", seconds, on_step=True, on_epoch=False, batch_size=1)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.world_size > 1:
+            exception.add_note(f"raised on rank {trainer.global_rank} of {trainer.world_size}")
+        engine = getattr(pl_module, "engine", None)
+        if needs_weights(engine):
+            engine.close()
+            pl_module.engine = None

@@ -1,37 +1,194 @@
-"""Trainer/engine agreement on generated tokens: the stale-weight check and truncated IS.
+"""Trainer/engine agreement: the exact weight check, the log-prob mismatch metrics, truncated IS.
 
 The engine samples from pi_old as it holds it; the trainer recomputes pi_old's log-probs
-itself (SPEC section 2.5). On generated tokens the two must agree up to numerics. A large
-gap means the engine runs other weights than the trainer (a missed or broken weight sync),
-which silently turns on-policy training off-policy. Prefix tokens were never sampled by
-the engine, so it has no log-probs for them: both functions ignore them, whatever the
-engine tensor holds there (zeros, NaN).
+itself (SPEC section 2.5). Whether the engine holds the trainer's weights is checked
+exactly, on the weights themselves, never on log-probs: a bf16 engine beside a float32
+trainer differs on log-probs by about 700x what one optimiser step at lr 1e-6 changes
+(mean 0.028, max 0.75 on a 135M model; one step: mean 4e-5), so no log-prob threshold can
+tell a stale engine from bf16 noise, and a max-abs one over a million tokens trips on noise.
+
+The weight fingerprint. For each tensor, two checksums of its bit pattern in the engine's
+dtype, weighted by global element position, modulo the prime P = 2^31 - 1 (integer
+arithmetic: exact, independent of summation order, and additive over shards, so an FSDP2
+rank hashes only its own shard and one all-reduce of [num_tensors, 2] integers completes
+it). A changed element changes a checksum unless its bit difference times its weight is a
+multiple of P (chance about 1/P per checksum). The engine's side is computed inside its
+worker on the live parameters (`prefix_rft_pl.engines.vllm`); the trainer's on its
+parameters cast to the engine's dtype, as the weight sync casts them before sending.
+
+Which tensors: those the engine keeps in checkpoint layout (same name, same shape, up to
+the vocabulary padding of embeddings). On vLLM's CPU backend every linear layer's weight is
+repacked for oneDNN after loading and the parameter is emptied, so what remains is the
+embeddings, the norms and an untied lm_head (the embedding lookup and the norms read those
+parameters directly; lm_head's GEMM uses a repack made from the parameter at every load).
+On GPUs the unfused linear weights (o_proj, down_proj) are compared as well; fused ones
+(qkv_proj, gate_up_proj) are not. A sync that skips every tensor, or the whole model, shows;
+a sync that loads embeddings and norms but drops a fused linear layer would not.
+
+Log-probs on generated tokens stay as metrics (mean, 99th percentile, max). Prefix tokens
+were never sampled by the engine, so it has no log-probs for them: the functions here
+ignore them, whatever the engine tensor holds there (zeros, NaN).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
+PRIME = 2**31 - 1
+POSITION_WEIGHTS = ((48271, 1), (69621, 12345))  # w_k(i) = (a_k * i + b_k) mod P, two independent checksums
+CHUNK = 1 << 22                                   # elements hashed at once: bounds the int64 temporaries
+_BITS = {2: (torch.int16, 0xFFFF), 4: (torch.int32, 0xFFFFFFFF)}
+
 
 class StaleWeightsError(RuntimeError):
-    """The rollout engine's log-probs disagree with the trainer's beyond the threshold."""
+    """The rollout engine does not hold the trainer's weights."""
 
-    def __init__(self, message: str | None = None):
-        super().__init__(message or "the rollout engine is running stale or wrong weights: its log-probs on "
-                                    "generated tokens disagree with the trainer's")
+
+def fingerprint(tensor: Tensor, dtype: torch.dtype, start: int = 0) -> Tensor:  # [2] int64, each in [0, P)
+    """Position-weighted checksums of `tensor`'s bits after casting to `dtype`.
+
+    Element j of the flattened tensor has global position `start + j` (the offset of an
+    FSDP2 shard within the full tensor), so the checksums of a tensor's shards add up,
+    modulo P, to the checksums of the whole tensor.
+    """
+    if dtype.itemsize not in _BITS:
+        raise ValueError(f"no weight fingerprint for {dtype}: 2- and 4-byte dtypes only")
+    int_dtype, mask = _BITS[dtype.itemsize]
+    flat = tensor.detach().reshape(-1)
+    out = torch.zeros(len(POSITION_WEIGHTS), dtype=torch.int64, device=flat.device)
+    for lo in range(0, flat.numel(), CHUNK):
+        bits = flat[lo:lo + CHUNK].to(dtype).view(int_dtype).to(torch.int64) & mask    # [c] in [0, 2^16 or 2^32)
+        position = torch.arange(start + lo, start + lo + len(bits), device=flat.device)  # [c]
+        for k, (a, b) in enumerate(POSITION_WEIGHTS):
+            weight = (position * a + b) % PRIME                                          # [c] in [0, P)
+            out[k] += ((bits * weight) % PRIME).sum() % PRIME                            # products < 2^63
+    return out % PRIME
+
+
+def policy_fingerprints(policy: torch.nn.Module, names: Iterable[str], dtype: torch.dtype) -> dict[str, tuple[int, int]]:
+    """Fingerprints of `policy`'s parameters `names`, as held in `dtype`; call it on every rank.
+
+    FSDP2 parameters (DTensors sharded on dim 0 over a 1-D mesh) are hashed shard by shard
+    and the checksums all-reduced, so nothing is gathered; other DTensor layouts are gathered
+    with `full_tensor()`.
+    """
+    params = dict(policy.named_parameters())
+    names = list(names)
+    sums, group = [], None
+    for name in names:
+        param = params[name].detach()
+        if _is_row_sharded(param):
+            from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+            _, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+            local = param.to_local()
+            sums.append(fingerprint(local, dtype, offset[0] * (local[0].numel() if len(local) else 0)))
+            group = param.device_mesh.get_group()
+        else:
+            full = param.full_tensor() if hasattr(param, "full_tensor") else param
+            sums.append(fingerprint(full, dtype))
+    if group is not None:  # shards were hashed: add every rank's part (plain tensors count once: rank 0 only)
+        sharded = torch.tensor([_is_row_sharded(params[n]) for n in names], device=sums[0].device)
+        total = torch.stack(sums)                                                       # [num_tensors, 2]
+        if torch.distributed.get_rank(group) != 0:
+            total = total * sharded[:, None]
+        torch.distributed.all_reduce(total, group=group)
+        sums = list(total % PRIME)
+    return {name: tuple(int(x) for x in s) for name, s in zip(names, sums)}
+
+
+def _is_row_sharded(param: Tensor) -> bool:
+    """An FSDP2 parameter: a DTensor sharded on dim 0 over a 1-D mesh."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    return isinstance(param, DTensor) and param.device_mesh.ndim == 1 and tuple(param.placements) == (Shard(0),)
+
+
+def check_engine_weights(
+    policy: torch.nn.Module,
+    engine_fingerprint: dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None,  # {name: (shape, fingerprint)}
+    dtype: torch.dtype,
+    step: int,
+) -> int:
+    """Raise StaleWeightsError, on every rank, when any rank's engine holds other weights than
+    the trainer; returns the number of tensors compared (0 when no rank sampled this step).
+    A collective: call it on every rank, with None on a rank whose engine did not sample.
+
+    Compared: the tensors the engine reports with the trainer's name and shape, the trainer's
+    cast to `dtype`. The error names each mismatching rank, its first differing tensor (in
+    the policy's order) and the step.
+    """
+    names = None
+    if engine_fingerprint is not None:
+        names = [name for name, param in policy.named_parameters()
+                 if tuple(engine_fingerprint.get(name, ((),))[0]) == tuple(param.shape)]
+    names = next((n for n in gather_from_ranks(names) if n is not None), None)  # the same model on every rank
+    if names is None:
+        return 0
+    if not names:
+        raise StaleWeightsError("the rollout engine holds no parameter under the trainer's names and shapes: "
+                                "its weights cannot be compared with the trainer's")
+    trainer = policy_fingerprints(policy, names, dtype)
+    mismatch = None
+    if engine_fingerprint is not None:
+        mismatch = next((name for name in names if tuple(engine_fingerprint[name][1]) != trainer[name]), None)
+    mismatches = gather_from_ranks(mismatch)
+    if any(m is not None for m in mismatches):
+        raise StaleWeightsError(stale_weights_message({r: m for r, m in enumerate(mismatches) if m is not None}, step))
+    return len(names)
+
+
+def stale_weights_message(mismatches: dict[int, str], step: int) -> str:
+    """The error for {rank: first mismatching tensor}."""
+    where = "; ".join(f"rank {rank}: {name}" for rank, name in sorted(mismatches.items()))
+    return (f"the rollout engine's weights differ from the trainer's at step {step} ({where}): the rollouts of "
+            "this step were sampled from stale or wrong weights (is callbacks.VLLMWeightSync among the callbacks?)")
+
+
+def gather_from_ranks(value) -> list:
+    """`value` of every rank of the default process group (just this one's without one)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def logprob_mismatch(
     trainer_logprobs: Tensor,  # [N, T] trainer's log-probs of the response tokens
     engine_logprobs: Tensor,   # [N, T] engine's log-probs; meaningful on generated tokens only
     generated_mask: Tensor,    # [N, T] True = token sampled by the engine (not prefix, not padding)
-) -> tuple[float, float]:
-    """(mean, max) of |trainer - engine| over generated tokens; (0, 0) when there are none."""
+) -> dict[str, float]:
+    """Mean, 99th percentile (nearest rank) and max of |trainer - engine| over generated
+    tokens, and their number (`count`); all 0 when there are none."""
     if not generated_mask.any():
-        return 0.0, 0.0
-    diff = (trainer_logprobs.float() - engine_logprobs.float())[generated_mask].abs()  # [num generated]
-    return float(diff.mean()), float(diff.max())
+        return {"mean": 0.0, "p99": 0.0, "max": 0.0, "count": 0.0}
+    diff = (trainer_logprobs.double() - engine_logprobs.double())[generated_mask].abs()  # [num generated]
+    p99 = diff.kthvalue(math.ceil(0.99 * diff.numel())).values                          # no size limit, unlike quantile
+    return {"mean": float(diff.mean()), "p99": float(p99), "max": float(diff.max()), "count": float(diff.numel())}
+
+
+def logprob_metrics(trainer_logprobs: Tensor, engine_logprobs: Tensor, generated_mask: Tensor) -> dict[str, float]:
+    """`rollout/logprob_diff_{mean,p99,max}` of `logprob_mismatch`; a collective under data
+    parallelism, where each rank's values come as `rollout/logprob_diff_{stat}_rank{r}` too
+    and the unsuffixed ones are over all ranks: the token-weighted mean, the max, and the
+    largest rank's p99 (an upper bound of the p99 over all tokens)."""
+    stats = logprob_mismatch(trainer_logprobs, engine_logprobs, generated_mask)
+    ranks = gather_from_ranks(stats)
+    if len(ranks) == 1:
+        return {f"rollout/logprob_diff_{k}": v for k, v in stats.items() if k != "count"}
+    tokens = sum(r["count"] for r in ranks)
+    out = {"rollout/logprob_diff_mean": sum(r["mean"] * r["count"] for r in ranks) / max(tokens, 1.0),
+           "rollout/logprob_diff_p99": max(r["p99"] for r in ranks),
+           "rollout/logprob_diff_max": max(r["max"] for r in ranks)}
+    for rank, r in enumerate(ranks):
+        out |= {f"rollout/logprob_diff_{k}_rank{rank}": r[k] for k in ("mean", "p99", "max")}
+    return out
 
 
 def truncated_is_weights(

@@ -30,6 +30,21 @@ Choices, and where they depart from the reference code:
   set, takes precedence inside vLLM.
 - Samples of one request use `SamplingParams(n=...)`, and prefix caching is on, so the
   G rollouts of a prompt share its prefill.
+- Weight fingerprint. Before each `generate`, the worker computes the fingerprint
+  (`prefix_rft_pl.engines.checks`) of the weights it is about to sample with, on its live
+  parameters that are still in checkpoint layout: not repacked (on CPU every linear layer's
+  weight is handed to oneDNN and the parameter emptied), not fused (qkv_proj, gate_up_proj),
+  embeddings without their vocabulary padding. The module compares it with its own weights.
+- One engine per data-parallel rank (`rank` given, torch.distributed up with more than one
+  process): vLLM's `external_launcher` executor builds the engine in this process on the
+  trainer's process group, so construction is a collective (vLLM takes the minimum of the
+  free memory over all ranks): every rank must build its engine at the same point. Each
+  rank's engine has its own seed (`seed + rank`) and samples the rank's own prompts. vLLM
+  lays the torch world out as ExternalDP x TP; with tensor_parallel_size 1, every rank's
+  engine is independent of the others. Tensor parallelism inside per-rank engines is
+  refused: the ranks of one TP group would have to feed their engine the same prompts with
+  the same seed (the layout TRL's colocate mode uses), which this module's data layout (one
+  batch per rank) does not do. Sleep mode works per rank as in one process (GPUs only).
 """
 
 from __future__ import annotations
@@ -61,6 +76,9 @@ class VLLMEngine:
         enable_sleep_mode: bool = False,
         kv_cache_gib: float | None = None,
         enable_prefix_caching: bool = True,
+        fingerprint_weights: bool = True,
+        rank: int | None = None,
+        local_rank: int | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ):
         """
@@ -78,8 +96,26 @@ class VLLMEngine:
             kv_cache_gib: KV cache size in GiB; overrides `gpu_memory_utilization`'s
                 share for the cache. Always set it on CPU.
             enable_prefix_caching: share KV blocks between requests with a common prefix.
+            fingerprint_weights: record `weights_fingerprint` before every `generate`.
+            rank: this process's data-parallel rank when every rank runs its own engine (see
+                the module docstring); None for a single-process engine.
+            local_rank: the rank's index on its node (its GPU); defaults to `rank`.
             engine_kwargs: anything else for `vllm.LLM` (no silent defaults there).
         """
+        per_rank = rank is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+        if per_rank:
+            if tensor_parallel_size != 1:
+                raise ValueError(
+                    f"tensor_parallel_size={tensor_parallel_size} with one engine per data-parallel rank is not "
+                    "supported: every rank runs its own engine on its own device (tensor_parallel_size 1); a larger "
+                    "policy needs a separate rollout server, not a colocated engine")
+            seed += rank  # independent samples on every rank
+            local_rank = rank if local_rank is None else local_rank
+            # vLLM's external launcher reads torchrun's variables; Lightning's launcher may not set RANK
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(local_rank),
+                              WORLD_SIZE=str(torch.distributed.get_world_size()))
+            engine_kwargs = {"distributed_executor_backend": "external_launcher", **(engine_kwargs or {})}
+        self.rank = rank if per_rank else None
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -114,6 +150,8 @@ class VLLMEngine:
         self.dtype: torch.dtype = config.dtype  # what update_weights casts to
         # kernels that repack weights after loading (CPU GEMMs, quantisation) need reload_weights
         self.reload = self.on_cpu or config.quantization is not None
+        self.fingerprint_weights = fingerprint_weights
+        self.weights_fingerprint: dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None = None
 
     # -- rollouts -------------------------------------------------------------------------
 
@@ -127,6 +165,8 @@ class VLLMEngine:
         from vllm import SamplingParams, TokensPrompt
 
         self.wake_up()
+        if self.fingerprint_weights:
+            self.weights_fingerprint = self.fingerprint()
         owners: list[int] = []          # request index of each vLLM prompt
         prompts, params = [], []
         for i, request in enumerate(requests):
@@ -168,6 +208,17 @@ class VLLMEngine:
         else:
             self.llm.collective_rpc(_load_weights_into_runner, args=(weights,))
         self.llm.reset_prefix_cache()
+
+    def pop_weights_fingerprint(self) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None:
+        """The fingerprint recorded by the last `generate`, once (None when there was none since)."""
+        fingerprint, self.weights_fingerprint = self.weights_fingerprint, None
+        return fingerprint
+
+    def fingerprint(self) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]]:
+        """{name: (shape, fingerprint)} of the weights the worker holds in checkpoint layout,
+        computed inside the worker (the first worker's, when there are several)."""
+        self.wake_up()
+        return self.llm.collective_rpc(_fingerprint_in_worker, args=(self.dtype,))[0]
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -228,6 +279,28 @@ def _sampled_logprobs(logprobs, ids: list[int]) -> list[float]:
     if flat is not None and len(logprobs.logprobs) == len(ids):  # exactly one entry per position
         return list(logprobs.logprobs)
     return [position[token].logprob for position, token in zip(logprobs, ids)]
+
+
+def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]]:
+    """Runs inside each vLLM worker: fingerprints of the live parameters in checkpoint layout.
+
+    Skipped: parameters emptied by repacking (CPU linear layers), fused ones (the model's
+    `packed_modules_mapping`: qkv_proj, gate_up_proj). Vocabulary-parallel embeddings of an
+    unsharded engine lose their padding rows (vLLM pads the vocabulary to a multiple of 64).
+    """
+    from prefix_rft_pl.engines.checks import fingerprint
+
+    model = worker.model_runner.get_model()
+    fused = set(getattr(model, "packed_modules_mapping", {}))
+    rows = {f"{name}.weight": module.org_vocab_size for name, module in model.named_modules()
+            if hasattr(module, "org_vocab_size") and getattr(module, "tp_size", 1) == 1}
+    out = {}
+    for name, param in model.named_parameters():
+        if param.numel() == 0 or name.rsplit(".", 2)[-2] in fused:
+            continue
+        tensor = param.detach()[: rows[name]] if name in rows else param.detach()
+        out[name] = (tuple(tensor.shape), tuple(int(x) for x in fingerprint(tensor, dtype)))
+    return out
 
 
 def _load_weights_into_runner(worker, weights: Iterable[tuple[str, Tensor]]) -> None:

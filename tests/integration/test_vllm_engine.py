@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from prefix_rft_pl.engines.base import SamplingConfig
-from prefix_rft_pl.engines.checks import StaleWeightsError, logprob_mismatch
+from prefix_rft_pl.engines.checks import StaleWeightsError, check_engine_weights
 from prefix_rft_pl.types import GenerationRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 pytest.importorskip("vllm")
 
-TOL = 1e-4          # vLLM vs HF float32 log-probs
-STALE_LIMIT = 1e-3  # a threshold a synced engine stays far below
+TOL = 1e-4  # vLLM vs HF float32 log-probs
 
 
 @pytest.fixture(scope="module")
@@ -129,23 +128,19 @@ def test_update_weights_after_a_training_step_matches_hf(engine, hf_model):
     assert_logprobs_match(trained, requests, engine.generate(requests, SamplingConfig()))
 
 
-def test_skipped_sync_trips_the_stale_weight_check(engine, hf_model):
+def test_skipped_sync_trips_the_weight_check_and_a_sync_clears_it(engine, hf_model):
     push(engine, hf_model)
     trained = sgd_step(hf_model)  # the trainer moved on; the engine was not told
-    prompt = [10, 20, 30]
-    rollouts = engine.generate([GenerationRequest(prompt, 10, num_samples=4)], SamplingConfig())
-    trainer = torch.stack([hf_logprobs(trained, prompt, r.token_ids) for r in rollouts])       # [N, T]
-    engine_lp = torch.tensor([r.logprobs for r in rollouts])                                  # [N, T]
-    generated = torch.ones_like(engine_lp, dtype=torch.bool)
-    mean_abs, max_abs = logprob_mismatch(trainer, engine_lp, generated)
-    assert max_abs > STALE_LIMIT
-    with pytest.raises(StaleWeightsError):
-        if max_abs > STALE_LIMIT:
-            raise StaleWeightsError()
-    push(engine, trained)  # after the sync the same check passes
-    rollouts = engine.generate([GenerationRequest(prompt, 10, num_samples=4)], SamplingConfig())
-    trainer = torch.stack([hf_logprobs(trained, prompt, r.token_ids) for r in rollouts])
-    assert logprob_mismatch(trainer, torch.tensor([r.logprobs for r in rollouts]), generated)[1] < TOL
+    prompt = [GenerationRequest([10, 20, 30], 4)]
+    engine.generate(prompt, SamplingConfig())  # records the fingerprint of the weights it sampled with
+    sampled = engine.pop_weights_fingerprint()
+    assert engine.pop_weights_fingerprint() is None  # once per generate
+    with pytest.raises(StaleWeightsError, match=r"at step 5 \(rank 0: model\.embed_tokens\.weight\)"):
+        check_engine_weights(trained, sampled, engine.dtype, step=5)
+    assert check_engine_weights(hf_model, sampled, engine.dtype, step=5) == 7  # what it holds
+    push(engine, trained)
+    engine.generate(prompt, SamplingConfig())
+    assert check_engine_weights(trained, engine.pop_weights_fingerprint(), engine.dtype, step=5) == 7
 
 
 def test_weight_sync_callback_pushes_and_logs(engine, hf_model):

@@ -1,0 +1,158 @@
+"""The exact weight check of prefix_rft_pl.engines.checks against hand-worked numbers, on plain
+models and on FSDP2 shards (no vLLM needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from prefix_rft_pl.engines.checks import (
+    PRIME,
+    StaleWeightsError,
+    check_engine_weights,
+    fingerprint,
+    logprob_metrics,
+    logprob_mismatch,
+    policy_fingerprints,
+)
+
+
+def test_fingerprint_of_two_floats_by_hand():
+    # float32 bits: 1.0 = 0x3F800000, -2.0 = 0xC0000000 (read unsigned); weights w0(i) = 48271 i + 1,
+    # w1(i) = 69621 i + 12345, all modulo P = 2^31 - 1
+    a, b = 0x3F800000, 0xC0000000
+    expected = [(a * 1 + b * 48272) % PRIME, (a * 12345 + b * (69621 + 12345)) % PRIME]
+    assert fingerprint(torch.tensor([1.0, -2.0]), torch.float32).tolist() == expected
+
+
+def test_fingerprint_hashes_the_bits_in_the_engine_dtype():
+    # bf16 bits of 1.0 = 0x3F80; 1 + 2^-10 rounds to 1.0 in bf16, and is another float32
+    assert fingerprint(torch.tensor([1.0]), torch.bfloat16).tolist() == [0x3F80 % PRIME, 0x3F80 * 12345 % PRIME]
+    x = torch.tensor([1.0 + 2**-10, 3.0])
+    assert torch.equal(fingerprint(x, torch.bfloat16), fingerprint(torch.tensor([1.0, 3.0]), torch.bfloat16))
+    assert not torch.equal(fingerprint(x, torch.float32), fingerprint(torch.tensor([1.0, 3.0]), torch.float32))
+
+
+def test_fingerprint_sees_one_ulp_and_a_swap_and_adds_over_shards():
+    x = torch.randn(7, 5)
+    whole = fingerprint(x, torch.float32)
+    nudged = x.clone()
+    nudged[3, 2] = torch.nextafter(x[3, 2], torch.tensor(float("inf")))
+    assert not torch.equal(fingerprint(nudged, torch.float32), whole)
+    swapped = x.clone()
+    swapped[[0, 1]] = x[[1, 0]]
+    assert not torch.equal(fingerprint(swapped, torch.float32), whole)
+    shards = fingerprint(x[:4], torch.float32) + fingerprint(x[4:], torch.float32, start=4 * 5)
+    assert torch.equal(shards % PRIME, whole)
+
+
+def test_fingerprint_over_several_chunks_equals_one_chunk(monkeypatch):
+    import prefix_rft_pl.engines.checks as checks
+
+    x = torch.randn(1000)
+    whole = fingerprint(x, torch.bfloat16)
+    monkeypatch.setattr(checks, "CHUNK", 64)
+    assert torch.equal(fingerprint(x, torch.bfloat16), whole)
+
+
+def engine_view(model: torch.nn.Module, dtype: torch.dtype) -> dict:
+    """What a synced engine reports: {name: (shape, fingerprint)}, computed from its own copy."""
+    return {name: (tuple(p.shape), tuple(fingerprint(p.to(dtype), dtype).tolist()))
+            for name, p in model.named_parameters()}
+
+
+def test_check_engine_weights_passes_on_the_same_weights_in_bf16_and_names_the_stale_tensor():
+    trainer = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    engine = engine_view(trainer, torch.bfloat16)
+    del engine["0.bias"]                              # a tensor the engine does not hold in checkpoint layout
+    engine["1.bias"] = ((4,), (0, 0))                 # another shape: not comparable, skipped
+    assert check_engine_weights(trainer, engine, torch.bfloat16, step=0) == 2
+    with torch.no_grad():
+        trainer[1].weight += 0.1                      # one optimiser step the engine did not get
+    with pytest.raises(StaleWeightsError, match=r"at step 1 \(rank 0: 1\.weight\)"):
+        check_engine_weights(trainer, engine, torch.bfloat16, step=1)
+
+
+def test_check_engine_weights_refuses_an_engine_with_nothing_comparable():
+    with pytest.raises(StaleWeightsError, match="cannot be compared"):
+        check_engine_weights(torch.nn.Linear(2, 2), {"other.weight": ((2, 2), (0, 0))}, torch.float32, step=0)
+
+
+def test_logprob_mismatch_counts_generated_tokens_only():
+    # generated gaps 0.1, 0.3, 0.2 (prefix: NaN on the engine side; padding: a huge gap)
+    trainer = torch.tensor([[-9.0, -1.0, -2.0], [-0.5, 5.0, 0.0]])
+    engine = torch.tensor([[float("nan"), -1.1, -1.7], [-0.7, -5.0, 0.0]])
+    generated = torch.tensor([[False, True, True], [True, False, False]])
+    stats = logprob_mismatch(trainer, engine, generated)
+    assert stats["mean"] == pytest.approx(0.2, abs=1e-6) and stats["max"] == pytest.approx(0.3, abs=1e-6)
+    assert stats["p99"] == pytest.approx(0.3, abs=1e-6) and stats["count"] == 3  # nearest rank: ceil(2.97) = 3rd
+
+
+def test_logprob_p99_is_the_nearest_rank():
+    # gaps 0.01, 0.02, ..., 2.00: the 99th percentile by nearest rank is the 198th, 1.98; the max 2.00
+    gaps = torch.arange(1, 201, dtype=torch.float64) / 100
+    stats = logprob_mismatch(gaps[None], torch.zeros(1, 200, dtype=torch.float64), torch.ones(1, 200, dtype=torch.bool))
+    assert stats["p99"] == pytest.approx(1.98) and stats["max"] == pytest.approx(2.0)
+    assert stats["mean"] == pytest.approx(1.005)
+
+
+def test_logprob_metrics_on_one_process_are_the_three_statistics():
+    x = torch.zeros(1, 2)
+    out = logprob_metrics(x, x - torch.tensor([[0.5, 1.5]]), torch.ones(1, 2, dtype=torch.bool))
+    assert out == pytest.approx({"rollout/logprob_diff_mean": 1.0, "rollout/logprob_diff_p99": 1.5,
+                                 "rollout/logprob_diff_max": 1.5})
+
+
+def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Embedding(7, 5), torch.nn.Linear(5, 3))  # 7 rows: uneven shards
+        mesh = init_device_mesh("cpu", (world_size,))
+        fully_shard(model, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
+        assert all(hasattr(p, "full_tensor") for p in model.parameters())
+        names = [name for name, _ in model.named_parameters()]
+        torch.save(policy_fingerprints(model, names, torch.bfloat16), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_give_the_fingerprint_of_the_full_tensors(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["TEST_PORT"] = str(s.getsockname()[1])
+    mp.spawn(_fingerprint_on_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(7, 5), torch.nn.Linear(5, 3))
+    expected = {name: tuple(fingerprint(p, torch.bfloat16).tolist()) for name, p in model.named_parameters()}
+    for rank in range(2):
+        assert torch.load(tmp_path / f"rank{rank}.pt") == expected
+
+
+def test_check_engine_weights_without_a_sample_compares_nothing():
+    assert check_engine_weights(torch.nn.Linear(2, 2), None, torch.float32, step=0) == 0
+
+
+def test_per_rank_engines_refuse_tensor_parallelism():
+    import torch.distributed as dist
+
+    from prefix_rft_pl.engines.vllm import VLLMEngine
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:  # refused before vLLM is imported or the model read
+        with pytest.raises(ValueError, match="tensor_parallel_size=2 with one engine per data-parallel rank"):
+            VLLMEngine("no/such/model", tensor_parallel_size=2, rank=0)
+    finally:
+        dist.destroy_process_group()

@@ -103,14 +103,17 @@ def test_every_rank_runs_its_own_engine_in_sync_and_exits_cleanly(tmp_path, tiny
         for stat in ("mean", "p99", "max"):
             values = metric(log_dir, f"rollout/logprob_diff_{stat}_rank{rank}")
             assert len(values) == 3 and all(v > 0 for v in values), (rank, stat, values)  # bf16 vs float32
+    # each rank sampled its own prompts with its own seed
+    assert metric(log_dir, "rollout/logprob_diff_mean_rank0") != metric(log_dir, "rollout/logprob_diff_mean_rank1")
     assert metric(log_dir, "rollout/logprob_diff_max") == [
         max(a, b) for a, b in zip(metric(log_dir, "rollout/logprob_diff_max_rank0"),
                                   metric(log_dir, "rollout/logprob_diff_max_rank1"))]
 
 
-def test_an_exception_on_one_rank_ends_both_and_names_the_rank(tmp_path, tiny_model_dir, toy_task_files):
-    fault = {"class_path": "tests.integration.rank_faults.RaiseOnRank", "init_args": {"rank": 1, "step": 1}}
+@pytest.mark.parametrize("rank", [0, 1])  # rank 0 kills the others when it fails; it watches them otherwise
+def test_an_exception_on_one_rank_ends_both_and_names_the_rank(tmp_path, tiny_model_dir, toy_task_files, rank):
+    fault = {"class_path": "tests.integration.rank_faults.RaiseOnRank", "init_args": {"rank": rank, "step": 1}}
     result, session = run_fit(tmp_path, tiny_model_dir, toy_task_files, steps=3, callbacks=[fault])
     assert result.returncode != 0
-    assert "injected failure" in result.stderr and "on rank 1 of 2" in result.stderr, result.stderr[-6000:]
+    assert f"injected failure\n[rank{rank}]: raised on rank {rank} of 2" in result.stderr, result.stderr[-6000:]
     assert leftover_processes(session) == []

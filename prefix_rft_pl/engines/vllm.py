@@ -207,6 +207,8 @@ class VLLMEngine:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         else:
             self.llm.collective_rpc(_load_weights_into_runner, args=(weights,))
+        if self.on_cpu:
+            self.llm.collective_rpc(_repack_tied_lm_head)
         self.llm.reset_prefix_cache()
 
     def pop_weights_fingerprint(self) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None:
@@ -301,6 +303,22 @@ def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, tuple[tuple[
         tensor = param.detach()[: rows[name]] if name in rows else param.detach()
         out[name] = (tuple(tensor.shape), tuple(int(x) for x in fingerprint(tensor, dtype)))
     return out
+
+
+def _repack_tied_lm_head(worker) -> None:
+    """Runs inside each CPU worker: re-pack the output layer of a model with tied embeddings.
+
+    On CPU the lm_head's GEMM runs on a copy packed once after loading; with tied embeddings
+    the checkpoint has no lm_head weight, so a reload updates the shared embedding but never
+    re-packs that copy, and the engine keeps sampling from the old output layer (seen on
+    SmolLM2-135M: log-probs 0.7 off after an embedding update; tests/integration/test_smollm2.py).
+    """
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    model = worker.model_runner.model
+    head = getattr(model, "lm_head", None)
+    if getattr(model.config, "tie_word_embeddings", False) and hasattr(head, "cpu_linear"):
+        dispatch_cpu_unquantized_gemm(head, remove_weight=False)
 
 
 def _load_weights_into_runner(worker, weights: Iterable[tuple[str, Tensor]]) -> None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -240,17 +241,41 @@ class VLLMEngine:
             self.asleep = False
 
     def close(self) -> None:
-        """Shut the engine down and free its memory, so that another can start in this process."""
+        """Shut the engine down and free its memory, so that another can start in this process.
+
+        Its process groups go with it; the trainer's default process group, when the trainer
+        made one, stays: vLLM's shutdown ends by destroying torch's default group, which left
+        the trainer without its collectives, and a later `destroy_process_group()` of the
+        trainer's tripped over vLLM's groups ("Invalid process group specified").
+        """
         if self.llm is None:
             return
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
-        self.llm.llm_engine.engine_core.shutdown()
-        self.llm = None
-        destroy_model_parallel()
-        if self._owns_process_group:
+        with _keep_default_process_group(not self._owns_process_group):
+            self.llm.llm_engine.engine_core.shutdown()  # destroys vLLM's groups (and, unpatched, the default)
+            self.llm = None
+            destroy_model_parallel()
             destroy_distributed_environment()
         gc.collect()
+
+
+@contextmanager
+def _keep_default_process_group(keep: bool):
+    """While active (when `keep`), `torch.distributed.destroy_process_group()` without a group
+    is a no-op: the groups vLLM made are destroyed, the default one is left to its owner."""
+    destroy = torch.distributed.destroy_process_group
+
+    def destroy_named_groups_only(group=None):
+        if group is not None:
+            destroy(group)
+
+    if keep:
+        torch.distributed.destroy_process_group = destroy_named_groups_only
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group = destroy
 
 
 def _sampling_params(cls, n: int, max_tokens: int, sampling: SamplingConfig):

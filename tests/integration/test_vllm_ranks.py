@@ -89,6 +89,45 @@ def metric(log_dir: Path, key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key)]
 
 
+def _engine_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from prefix_rft_pl.engines.base import SamplingConfig
+    from prefix_rft_pl.engines.vllm import VLLMEngine
+    from prefix_rft_pl.types import GenerationRequest
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"], OMP_NUM_THREADS="1")
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        engine = VLLMEngine(model_dir, dtype="float32", seed=0, max_model_len=256, kv_cache_gib=0.25,
+                            enforce_eager=True, rank=rank)  # every rank builds its engine here: a collective
+        backend = engine.llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+        rollouts = engine.generate([GenerationRequest([10, 20, 30], 12, num_samples=4)], SamplingConfig())
+        engine.close()
+        total = torch.tensor([rank + 1])
+        dist.all_reduce(total)  # the trainer's process group still works after the engine is gone
+        torch.save({"backend": backend, "tokens": [r.token_ids for r in rollouts], "total": int(total)},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()  # raised "Invalid process group specified" when vLLM's groups were left
+
+
+def test_per_rank_engines_sample_apart_and_leave_the_process_group_working(tmp_path, tiny_model_dir):
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["TEST_PORT"] = str(s.getsockname()[1])
+    mp.spawn(_engine_on_rank, args=(2, str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["tokens"] != ranks[1]["tokens"]  # the same prompt, seeds 0 and 1
+    assert [r["backend"] for r in ranks] == ["external_launcher"] * 2 and [r["total"] for r in ranks] == [3, 3]
+
+
 def test_every_rank_runs_its_own_engine_in_sync_and_exits_cleanly(tmp_path, tiny_model_dir, toy_task_files):
     result, session = run_fit(tmp_path, tiny_model_dir, toy_task_files, steps=3)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]

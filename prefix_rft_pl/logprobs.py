@@ -20,8 +20,9 @@ chunks: FSDP2 does not reshard the root after its forward, so under `shard_polic
 root) the head takes the weight path. Checked against an unsharded model on 2 ranks
 (tests/integration/test_fsdp_sharding.py).
 
-Entropy is computed under no_grad: it is used to select prefix tokens and for statistics,
-never as a loss term, so it carries no gradient. The logits are the lm_head's output in
+Entropy is computed under no_grad by default: it selects prefix tokens and feeds statistics.
+With `entropy_grad=True` it is differentiable too (the baselines' entropy bonus, SPEC 3):
+the weight path adds dH/dlogits = -p * (log p + H) to each chunk's recomputed gradient. The logits are the lm_head's output in
 the input dtype, upcast per chunk to float32 (as HF's `logits.float()`), then divided by
 the temperature.
 """
@@ -45,23 +46,25 @@ def token_logprobs_and_entropy(
     temperature: float = 1.0,
     chunk_size: int = 512,
     with_entropy: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:  # [N, T] float32 logprobs, [N, T] float32 entropy or None
     """log softmax(hidden @ W^T / temperature)[target] and the softmax's entropy, per token.
 
     `chunk_size` is the number of tokens (over the flattened N*T) whose [chunk, V] float32
     logits are held at once. Log-probs are differentiable w.r.t. `hidden` and the lm_head
-    weight; entropy is not (computed under no_grad, see the module docstring).
+    weight; entropy is too when `entropy_grad` (with `with_entropy`), else not.
     """
+    entropy_grad = entropy_grad and with_entropy
     batch_shape = targets.shape
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [M, H], M = N*T
     flat_targets = targets.reshape(-1)                  # [M]
     if isinstance(lm_head, Tensor):
         logprobs, entropy = _ChunkedLogprobs.apply(
-            flat_hidden, lm_head, flat_targets, temperature, chunk_size, with_entropy
+            flat_hidden, lm_head, flat_targets, temperature, chunk_size, with_entropy, entropy_grad
         )
     else:
         logprobs, entropy = _checkpointed_chunks(
-            flat_hidden, lm_head, flat_targets, temperature, chunk_size, with_entropy
+            flat_hidden, lm_head, flat_targets, temperature, chunk_size, with_entropy, entropy_grad
         )
     return logprobs.view(batch_shape), entropy.view(batch_shape) if with_entropy else None
 
@@ -90,6 +93,7 @@ def logprobs_from_model(
     temperature: float = 1.0,
     chunk_size: int = 512,
     with_entropy: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:  # [N, T] float32 logprobs, [N, T] float32 entropy or None
     """Run the model for the backbone's last hidden state, then `token_logprobs_and_entropy`.
 
@@ -120,7 +124,7 @@ def logprobs_from_model(
     plain_weight = type(head.weight) in (Tensor, torch.nn.Parameter)
     use_weight = plain_weight and getattr(head, "bias", None) is None
     return token_logprobs_and_entropy(
-        hidden, head.weight if use_weight else head, targets, temperature, chunk_size, with_entropy
+        hidden, head.weight if use_weight else head, targets, temperature, chunk_size, with_entropy, entropy_grad
     )
 
 
@@ -128,11 +132,15 @@ def _chunk_stats(
     logits: Tensor,   # [c, V] float32, already divided by the temperature
     targets: Tensor,  # [c]
     with_entropy: bool,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:  # [c] logprobs, [c] entropy or None
     lse = logits.logsumexp(-1)                                           # [c]
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     if not with_entropy:
         return logprobs, None
+    if entropy_grad:  # differentiable (module path): autograd through the chunk
+        logp = logits - lse.unsqueeze(-1)                                # [c, V]
+        return logprobs, -(logp.exp() * logp).sum(-1)
     with torch.no_grad():
         probs = (logits - lse.unsqueeze(-1)).exp_()                      # [c, V]
         entropy = lse - probs.mul_(logits).sum(-1)                       # [c]
@@ -143,7 +151,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """Weight path: saves hidden [M, H] and weight [V, H]; logits recomputed per chunk."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy):
+    def forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy, entropy_grad=False):
         logprobs = hidden.new_empty(targets.shape, dtype=torch.float32)  # [M]
         entropy = hidden.new_empty(targets.shape, dtype=torch.float32) if with_entropy else None
         for start in range(0, targets.numel(), chunk_size):
@@ -154,14 +162,14 @@ class _ChunkedLogprobs(torch.autograd.Function):
             if with_entropy:
                 entropy[chunk] = ent
         ctx.save_for_backward(hidden, weight, targets)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size
-        if with_entropy:
+        ctx.temperature, ctx.chunk_size, ctx.entropy_grad = temperature, chunk_size, entropy_grad
+        if with_entropy and not entropy_grad:
             ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_logprobs, _grad_entropy):
+    def backward(ctx, grad_logprobs, grad_entropy):
         hidden, weight, targets = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         # the weight gradient is summed over hundreds of chunks at paper scale: accumulate in
@@ -171,12 +179,21 @@ class _ChunkedLogprobs(torch.autograd.Function):
             chunk = slice(start, start + ctx.chunk_size)
             h, t, g = hidden[chunk], targets[chunk], grad_logprobs[chunk]  # [c, H], [c], [c]
             logits = (h @ weight.T).float().div_(ctx.temperature)        # [c, V]
+            grad_from_entropy = None
+            if ctx.entropy_grad and grad_entropy is not None:  # dH/dz = -p * (log p + H)
+                logp = logits.log_softmax(-1)                            # [c, V]
+                probs = logp.exp()
+                entropy = -(probs * logp).sum(-1, keepdim=True)          # [c, 1]
+                grad_from_entropy = probs.mul_(logp.add_(entropy)).mul_(-grad_entropy[chunk].unsqueeze(-1))
+                del logp
             # d logprob / d logits = onehot(target) - softmax, times 1/temperature; all in
             # place, so one [c, V] float32 buffer is live next to the [V, H] gradient
             grad_logits = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
             grad_logits.div_(grad_logits.sum(-1, keepdim=True))          # softmax
             grad_logits.mul_(-g.unsqueeze(-1))
             grad_logits[torch.arange(t.numel(), device=t.device), t] += g
+            if grad_from_entropy is not None:
+                grad_logits.add_(grad_from_entropy)
             grad_logits = grad_logits.div_(ctx.temperature).to(weight.dtype)  # [c, V]
             if grad_hidden is not None:
                 grad_hidden[chunk] = grad_logits @ weight                # [c, H]
@@ -184,7 +201,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
                 _accumulate_weight_grad(grad_weight, grad_logits, h)     # [V, H] float32
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)                   # one rounding, at the end
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def _accumulate_weight_grad(
@@ -208,10 +225,11 @@ def _checkpointed_chunks(
     temperature: float,
     chunk_size: int,
     with_entropy: bool,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor]:  # [M] logprobs, [M] entropy (empty when not asked for)
     def one_chunk(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         logits = lm_head(h).float() / temperature                        # [c, V]
-        lp, ent = _chunk_stats(logits, t, with_entropy)
+        lp, ent = _chunk_stats(logits, t, with_entropy, entropy_grad)
         return lp, ent if with_entropy else lp.new_empty(0)
 
     parts = [

@@ -119,3 +119,37 @@ def token_losses(
     else:
         raise ValueError(f"prefix_rule must be 'ppo', 'shaped' or 'sft', got {prefix_rule!r}")
     return loss + prefix
+
+
+# ---------------------------------------------------------------- baselines' extra terms (SPEC 3)
+
+
+def aggregate_token_sum(per_token: Tensor, max_response_tokens: int) -> Tensor:
+    """LUFFY's / ReLIFT's `loss_remove_token_mean`: sum over the rank's tokens / max length.
+
+    No division by the number of trajectories: the data-parallel gradient average then
+    divides by the number of ranks, so the scale grows with the trajectories per rank
+    (LUFFY: 64 per GPU per mini-batch), as in their code.
+    """
+    return per_token.sum() / max_response_tokens
+
+
+def entropy_bonus(
+    entropy: Tensor,       # [N, T] current-policy entropy, differentiable
+    mask: Tensor,          # [N, T] True = token counts
+    coef: float,
+) -> Tensor:               # [N, T] per-token loss -coef * H_t (maximises entropy), aggregated elsewhere
+    return -coef * entropy * mask
+
+
+def low_var_kl(
+    logprobs: Tensor,      # [N, T] current policy
+    ref_logprobs: Tensor,  # [N, T] frozen reference policy
+    mask: Tensor,          # [N, T] True = token counts
+    coef: float = 1.0,
+    bound: float = 10.0,
+) -> Tensor:               # [N, T] coef * k3 estimate of KL(pi || pi_ref), clamped to [-bound, bound]
+    """verl's `low_var_kl` (Schulman's k3): r = pi_ref / pi, kl = r - log r - 1 >= 0."""
+    log_ratio = ref_logprobs - logprobs                                       # [N, T] log r
+    kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-bound, bound)          # [N, T]
+    return coef * kl * mask

@@ -51,7 +51,7 @@ class PrefixRFTModule(L.LightningModule):
         eps_low: float = 0.2,
         eps_high: float = 0.2,
         dual_clip: float | None = None,
-        aggregation: Literal["constant", "token_mean", "seq_mean_token_mean"] = "constant",
+        aggregation: Literal["constant", "token_mean", "seq_mean_token_mean", "token_sum"] = "constant",
         ppo_epochs: int = 1,
         mini_batches: int = 1,
         micro_batch_size: int = 8,
@@ -74,6 +74,15 @@ class PrefixRFTModule(L.LightningModule):
         fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
         demo_sft_coef: float = 0.0,
         relift: bool = False,
+        entropy_coef: float = 0.0,
+        kl_coef: float = 0.0,
+        hint_steps: int = 0,
+        hint_prob_start: float = 0.95,
+        hint_prob_end: float = 0.05,
+        hint_max_segments: int = 5,
+        relift_sft_lr: float | None = None,
+        relift_sft_max_grad_norm: float = 1.0,
+        relift_sft_entropy_coef: float = 0.0,
         allow_half_precision_weights: bool = False,
         seed: int = 0,
     ):
@@ -95,7 +104,8 @@ class PrefixRFTModule(L.LightningModule):
             eps_low: lower clip range of the ratio.
             eps_high: upper clip range (clip-higher when > eps_low).
             dual_clip: c for the dual clip of negative-advantage tokens (e.g. 3.0); None disables.
-            aggregation: constant (Dr. GRPO), token_mean or seq_mean_token_mean.
+            aggregation: constant (Dr. GRPO), token_mean, seq_mean_token_mean, or token_sum (LUFFY's and
+                ReLIFT's `loss_remove_token_mean`: the rank's token sum / max_response_tokens).
             ppo_epochs: passes over each rollout batch.
             mini_batches: optimiser steps per pass (the rollout batch is split into this many).
             micro_batch_size: trajectories per forward/backward (does not change the gradient).
@@ -126,7 +136,23 @@ class PrefixRFTModule(L.LightningModule):
             relift: ReLIFT: prompts whose G rollouts all fail are collected in one buffer shared by all
                 ranks, and once it holds a global batch of them, an SFT step on their demonstrations is
                 interleaved after the RL update. The SFT step counts neither towards `max_steps` nor
-                towards the prefix schedule (as in ReLIFT's code).
+                towards the prefix schedule (as in ReLIFT's code). The newest failures leave the buffer
+                first, and the SFT step has its own AdamW (ReLIFT's `actor_sft_optimizer`).
+            entropy_coef: entropy bonus of the RL update (LUFFY, ReLIFT, UFT: 0.001): minus coef x the
+                token-mean entropy over the mini-batch's response tokens (0 disables).
+            kl_coef: UFT's KL term: coef x the token-mean low-variance KL (k3) to a frozen reference
+                policy (the initial `policy`, loaded a second time); 0 disables (no reference kept).
+            hint_steps: UFT: > 0 puts a hint (the first k of up to `hint_max_segments` segments of the
+                first demonstration, k ~ Binomial(segments, p(t)), p(t) a cosine from hint_prob_start
+                to hint_prob_end over `hint_steps` rollout batches, then no hint) in the prompt of all
+                of a prompt's rollouts; `demo_sft_coef` then weighs the token-mean CE on the hints
+                instead of on the demonstrations. 0 disables.
+            hint_prob_start: UFT's p(0) (0.95).
+            hint_prob_end: UFT's p(hint_steps) (0.05).
+            hint_max_segments: UFT's number of hint segments (5).
+            relift_sft_lr: learning rate of ReLIFT's SFT optimiser; None = `learning_rate`.
+            relift_sft_max_grad_norm: gradient clipping of ReLIFT's SFT step (its `sft_grad_clip`, 1.0).
+            relift_sft_entropy_coef: entropy bonus of ReLIFT's SFT step (0.001).
             allow_half_precision_weights: let the optimiser step bf16/fp16 parameters. Refused by
                 default: AdamW at lr 1e-6 on bf16 weights rounds most updates away (one step changed
                 1.1% of the parameters). Keep float32 master weights and compute in bf16 with
@@ -147,6 +173,7 @@ class PrefixRFTModule(L.LightningModule):
         self.timings: dict[str, float] = {}
         self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed (all ranks'), waiting for SFT
         self.relift_sft_steps = 0
+        self.reference = None  # UFT's frozen reference policy (kl_coef > 0)
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -163,6 +190,19 @@ class PrefixRFTModule(L.LightningModule):
             from prefix_rft_pl.distributed import shard_policy
 
             shard_policy(self.policy, self.device_mesh, self.hparams.fsdp_param_dtype, self.hparams.fsdp_reduce_dtype)
+        if self.hparams.kl_coef > 0:
+            self._load_reference()
+
+    def _load_reference(self) -> None:
+        """UFT's KL reference: the initial policy, frozen (sharded like the policy under FSDP2)."""
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(self.hparams.policy, dtype=getattr(torch, self.hparams.dtype))
+        self.reference = reference.eval().requires_grad_(False)
+        if getattr(self, "device_mesh", None) is not None:
+            from prefix_rft_pl.distributed import shard_policy
+
+            shard_policy(self.reference, self.device_mesh, self.hparams.fsdp_param_dtype, self.hparams.fsdp_reduce_dtype)
 
     def setup(self, stage: str) -> None:
         from prefix_rft_pl.rewards import MathVerifyReward
@@ -192,8 +232,17 @@ class PrefixRFTModule(L.LightningModule):
         from prefix_rft_pl.optim import check_master_weights
 
         check_master_weights(self.policy.named_parameters(), self.hparams.allow_half_precision_weights)
-        return build_optimizer(self.hparams.optimizer, self.policy.parameters(),
-                               self.hparams.learning_rate, self.hparams.weight_decay)
+        hp = self.hparams
+        optimizer = build_optimizer(hp.optimizer, self.policy.parameters(), hp.learning_rate, hp.weight_decay)
+        if not hp.relift:
+            return optimizer
+        sft_lr = hp.learning_rate if hp.relift_sft_lr is None else hp.relift_sft_lr
+        return [optimizer, build_optimizer(hp.optimizer, self.policy.parameters(), sft_lr, hp.weight_decay)]
+
+    def _optimizer(self, index: int = 0):
+        """Lightning's wrapper of optimiser `index` (0: the RL one; 1: ReLIFT's SFT one)."""
+        optimizers = self.optimizers()
+        return optimizers[index] if isinstance(optimizers, list) else optimizers
 
     # ---------------------------------------------------------------- training
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -201,10 +250,14 @@ class PrefixRFTModule(L.LightningModule):
 
     def training_step(self, batch: PromptDemoBatch, batch_idx: int) -> dict[str, Tensor]:
         hp = self.hparams
+        sft_items = batch.items  # targets of the demonstration CE (demo_sft_coef); UFT: the hints
+        if hp.hint_steps > 0:
+            batch, sft_items = self._with_hints(batch)
         with self._timed("rollout"):
             trajectories = self._rollout(batch)
         with self._timed("reward"):
-            rewards, reward_stats = self._score(batch, trajectories)
+            hints = [item.demo_ids[0] if item.demo_ids else [] for item in sft_items] if hp.hint_steps > 0 else None
+            rewards, reward_stats = self._score(batch, trajectories, hints)
         tb = pad_trajectories(trajectories, self.tokenizer.pad_token_id)
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), hp.group_size)        # [B, G]
         baseline = ~is_hybrid if hp.advantage_baseline == "ordinary" and hp.num_hybrid < hp.group_size else None
@@ -218,14 +271,30 @@ class PrefixRFTModule(L.LightningModule):
             old_logprobs, entropy, kept = torch.zeros(tb.mask.shape), None, tb.prefix_mask
         token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
         is_weights = self._is_weights(old_logprobs, tb)
+        ref_logprobs = self._forward_logprobs(tb, False, False, self.reference)[0] if hp.kl_coef > 0 else None
         with self._timed("update"):
-            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights, batch.items)
+            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights, sft_items, ref_logprobs)
             if hp.relift:
                 self._relift_step(batch, rewards)
         self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
         out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
                "advantages": advantages.view(len(batch), hp.group_size)}
         return out if entropy is None else {**out, "entropy": entropy}
+
+    def _with_hints(self, batch: PromptDemoBatch) -> tuple[PromptDemoBatch, list]:
+        """UFT: every prompt followed by a hint drawn for this rollout batch; the hints as SFT targets."""
+        from prefix_rft_pl.baselines import hint_units, sample_hint_length, uft_hint_prob, with_hints
+
+        hp = self.hparams
+        iteration = self.global_step // (hp.ppo_epochs * hp.mini_batches) + 1  # verl's global_steps, from 1
+        prob = uft_hint_prob(iteration, hp.hint_steps, hp.hint_prob_start, hp.hint_prob_end)
+        rng = random.Random(hash((hp.seed, iteration, self.global_rank, 1)))
+        eos = self.tokenizer.eos_token_id
+        units = [len(hint_units(item.demo_ids[0], eos)) if item.demo_ids else 0 for item in batch.items]
+        lengths = [sample_hint_length(n, prob, rng, hp.hint_max_segments) for n in units]
+        hinted, targets = with_hints(batch.items, lengths, eos)
+        self.log_dict({"rollout/hint_prob": prob, "rollout/hint_ratio": sum(lengths) / max(sum(units), 1)})
+        return PromptDemoBatch(hinted), targets
 
     def _rollout(self, batch: PromptDemoBatch):
         hp = self.hparams
@@ -247,8 +316,11 @@ class PrefixRFTModule(L.LightningModule):
                 for r in requests for _ in range(r.num_samples)]
         return assemble_trajectories(batch.items, requests, owners, flat)
 
-    def _score(self, batch: PromptDemoBatch, trajectories) -> tuple[Tensor, dict[str, int]]:
-        texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajectories]
+    def _score(self, batch: PromptDemoBatch, trajectories, hints: list | None = None) -> tuple[Tensor, dict[str, int]]:
+        """Rewards [B, G]. With UFT's `hints` (ids per prompt), the graded text is hint + response:
+        UFT grades the assistant turn, which its hint begins."""
+        texts = [self.tokenizer.decode((hints[t.prompt_index] if hints else []) + t.response_ids,
+                                       skip_special_tokens=True) for t in trajectories]
         answers = [batch.items[t.prompt_index].answers for t in trajectories]
         result = self.reward_fn(texts, answers)
         rewards = torch.tensor(result.rewards, dtype=torch.float32).view(len(batch), self.hparams.group_size)
@@ -256,15 +328,17 @@ class PrefixRFTModule(L.LightningModule):
                  "reward/no_answer": result.num_no_answer}
         return rewards, stats
 
-    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool):
-        """Log-probs (and entropies) of every response token, micro-batch by micro-batch."""
+    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool, model=None):
+        """Log-probs (and entropies) of every response token under `model` (default: the policy),
+        micro-batch by micro-batch."""
         from prefix_rft_pl.forward import response_logprobs
 
+        model = self.policy if model is None else model
         outs, ents = [], []
         with torch.set_grad_enabled(grad):
             for rows in self._micro_batches(len(tb.response_ids)):
                 mb = tb.select(rows) if rows is not None else self._padding_batch()
-                lp, ent = response_logprobs(self.policy, mb, self.hparams.temperature,
+                lp, ent = response_logprobs(model, mb, self.hparams.temperature,
                                             self.hparams.logprob_chunk_size, with_entropy)
                 if rows is None:
                     continue  # a padding micro-batch: only there to match the other ranks' collectives
@@ -308,9 +382,9 @@ class PrefixRFTModule(L.LightningModule):
         """Stop when the engine sampled from other weights than pi_old; log the log-prob gap (collectives)."""
         from prefix_rft_pl.engines.checks import check_engine_weights, logprob_metrics
 
-        fingerprint = getattr(self.engine, "weights_fingerprint", None)  # engines with their own weights (vLLM)
+        fingerprint = getattr(self.engine, "pop_weights_fingerprint", None)  # engines with their own weights (vLLM)
         if fingerprint is not None:
-            verified = check_engine_weights(self.policy, fingerprint, self.engine.dtype, self.global_step)
+            verified = check_engine_weights(self.policy, fingerprint(), self.engine.dtype, self.global_step)
             self.log("rollout/weights_verified", float(verified))  # tensors compared exactly
         self.log_dict(logprob_metrics(old_logprobs, tb.engine_logprobs, tb.generated_mask))
 
@@ -340,32 +414,38 @@ class PrefixRFTModule(L.LightningModule):
         return kept[start:start + entropy.shape[0], : entropy.shape[1]]
 
     def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
-                is_weights: Tensor | None, items) -> tuple[Tensor, Tensor]:
+                is_weights: Tensor | None, items, ref_logprobs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        from prefix_rft_pl.baselines import mini_batch_prompts
+
         hp = self.hparams
-        optimizer = self.optimizers()
+        optimizer = self._optimizer(0)
         n = len(tb.response_ids)
         total, grad_norm = torch.zeros(()), torch.zeros(())
         for _ in range(hp.ppo_epochs):
             for rows in mini_batch_slices(n, hp.mini_batches):  # the same count on every rank
                 total = self._mini_batch_backward(tb.select(rows), old_logprobs[rows], token_advantages[rows],
-                                                  None if is_weights is None else is_weights[rows])
-                if hp.demo_sft_coef > 0:
-                    total = total + self._demo_sft_backward(items, hp.demo_sft_coef)
+                                                  None if is_weights is None else is_weights[rows],
+                                                  None if ref_logprobs is None else ref_logprobs[rows])
+                if hp.demo_sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
+                    total = total + self._demo_sft_backward(items[mini_batch_prompts(rows, hp.group_size)],
+                                                            hp.demo_sft_coef)
                 grad_norm = self._optimizer_step(optimizer)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         return total, grad_norm.detach().cpu()
 
-    def _optimizer_step(self, optimizer) -> Tensor:
-        """Clip and step. `optimizer` is Lightning's wrapper (the step counts towards
-        `global_step` / `max_steps`) or the bare torch optimiser (it does not: ReLIFT's SFT step)."""
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.hparams.max_grad_norm)
+    def _optimizer_step(self, optimizer, max_grad_norm: float | None = None) -> Tensor:
+        """Clip (default: `max_grad_norm`) and step. `optimizer` is Lightning's wrapper (the step counts
+        towards `global_step` / `max_steps`) or the bare torch optimiser (it does not: ReLIFT's SFT step)."""
+        max_grad_norm = self.hparams.max_grad_norm if max_grad_norm is None else max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
-    def _demo_sft_backward(self, items, weight: float) -> Tensor:
-        """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations."""
+    def _demo_sft_backward(self, items, weight: float, entropy_coef: float = 0.0) -> Tensor:
+        """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations,
+        minus entropy_coef x their token-mean entropy (ReLIFT's SFT step)."""
         from prefix_rft_pl.forward import response_logprobs
         from prefix_rft_pl.prefix import Trajectory
 
@@ -376,8 +456,12 @@ class PrefixRFTModule(L.LightningModule):
         total = torch.zeros(())
         for rows in self._micro_batches(len(demos)):  # also when this rank has none: the others may
             mb = tb.select(rows) if rows is not None else self._padding_batch()
-            logprobs, _ = response_logprobs(self.policy, mb, self.hparams.temperature, self.hparams.logprob_chunk_size, False)
-            loss = losses.aggregate_token_mean(losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight), num_tokens)
+            logprobs, entropy = response_logprobs(self.policy, mb, self.hparams.temperature, self.hparams.logprob_chunk_size,
+                                                  entropy_coef > 0, entropy_grad=entropy_coef > 0)
+            per_token = losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight)
+            if entropy is not None:
+                per_token = per_token + losses.entropy_bonus(entropy, mb.mask.to(logprobs.device), entropy_coef)
+            loss = losses.aggregate_token_mean(per_token, num_tokens)
             self.manual_backward(loss if rows is not None else loss * 0.0)
             total += loss.detach().cpu() if rows is not None else 0.0
         return total
@@ -388,14 +472,18 @@ class PrefixRFTModule(L.LightningModule):
         takes its share of it and all take one SFT step together. The step is not counted."""
         from prefix_rft_pl.distributed import all_gather_objects, take_share
 
+        from prefix_rft_pl.baselines import relift_buffer_step
+
+        hp = self.hparams
         failed = [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
-        self.relift_buffer += all_gather_objects(failed)
         global_batch = int(self._gather_counts(len(batch)).sum())
+        todo, self.relift_buffer = relift_buffer_step(self.relift_buffer, all_gather_objects(failed), global_batch)
         sft_steps = 0
-        if len(self.relift_buffer) >= global_batch:
-            todo, self.relift_buffer = self.relift_buffer[:global_batch], self.relift_buffer[global_batch:]
-            self._demo_sft_backward(take_share(todo, self.global_rank, self.trainer.world_size), 1.0)
-            self._optimizer_step(self.optimizers().optimizer)  # the bare optimiser: not a training step
+        if todo:
+            self._demo_sft_backward(take_share(todo, self.global_rank, self.trainer.world_size), 1.0,
+                                    hp.relift_sft_entropy_coef)
+            # its own optimiser, bare: not a training step
+            self._optimizer_step(self._optimizer(1).optimizer, hp.relift_sft_max_grad_norm)
             sft_steps = 1
         self.relift_sft_steps += sft_steps
         self.log_dict({"train/relift_buffer": float(len(self.relift_buffer)),
@@ -409,12 +497,14 @@ class PrefixRFTModule(L.LightningModule):
         self.relift_buffer, self.relift_sft_steps = list(state.get("buffer", [])), state.get("sft_steps", 0)
 
     def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
-                             is_weights: Tensor | None) -> Tensor:
+                             is_weights: Tensor | None, ref_logprobs: Tensor | None = None) -> Tensor:
         """Accumulate the gradient of one optimiser step; returns the mini-batch loss."""
         from prefix_rft_pl.forward import response_logprobs
 
         hp = self.hparams
         normaliser = self._normaliser(tb)
+        regularised = hp.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
+        num_tokens = self._global_mean_count(float(tb.mask.sum())) if regularised else 0.0
         total = torch.zeros(())
         for rows in self._micro_batches(len(tb.response_ids)):
             if rows is None:  # padding micro-batch: matches the other ranks' collectives, adds no gradient
@@ -423,7 +513,8 @@ class PrefixRFTModule(L.LightningModule):
                 self.manual_backward(logprobs.sum() * 0.0)
                 continue
             mb = tb.select(rows)
-            logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
+            logprobs, entropy = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size,
+                                                  hp.entropy_coef > 0, entropy_grad=hp.entropy_coef > 0)
             per_token = losses.token_losses(
                 logprobs, old_logprobs[rows].to(logprobs.device), token_advantages[rows].to(logprobs.device),
                 mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device), hp.prefix_rule,
@@ -431,9 +522,23 @@ class PrefixRFTModule(L.LightningModule):
             if is_weights is not None:
                 per_token = per_token * is_weights[rows].to(per_token.device)
             loss = self._aggregate(per_token, mb.mask.to(per_token.device), normaliser)
+            if regularised:
+                ref = None if ref_logprobs is None else ref_logprobs[rows].to(logprobs.device)
+                loss = loss + self._regularisers(logprobs, entropy, ref, mb.mask.to(logprobs.device), num_tokens)
             self.manual_backward(loss)
             total += loss.detach().cpu()
         return total
+
+    def _regularisers(self, logprobs: Tensor, entropy: Tensor | None, ref_logprobs: Tensor | None,
+                      mask: Tensor, num_tokens: float) -> Tensor:
+        """Token means over the mini-batch's response tokens of the entropy bonus and the KL term."""
+        hp = self.hparams
+        per_token = torch.zeros_like(logprobs)
+        if entropy is not None:
+            per_token = per_token + losses.entropy_bonus(entropy, mask, hp.entropy_coef)
+        if ref_logprobs is not None:
+            per_token = per_token + losses.low_var_kl(logprobs, ref_logprobs, mask, hp.kl_coef)
+        return losses.aggregate_token_mean(per_token, num_tokens)
 
     def _normaliser(self, tb: TrajectoryBatch) -> float:
         """The aggregation's denominator over the whole (all-rank) optimisation mini-batch."""
@@ -447,6 +552,8 @@ class PrefixRFTModule(L.LightningModule):
             return losses.aggregate_constant(per_token, normaliser, hp.max_response_tokens)
         if hp.aggregation == "token_mean":
             return losses.aggregate_token_mean(per_token, normaliser)
+        if hp.aggregation == "token_sum":
+            return losses.aggregate_token_sum(per_token, hp.max_response_tokens)
         return losses.aggregate_seq_mean_token_mean(per_token, mask, normaliser)
 
     # ---------------------------------------------------------------- logging

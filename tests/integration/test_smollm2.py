@@ -1,8 +1,9 @@
 """A real pretrained LM (SmolLM2-135M-Instruct: 49,152-token BPE, EOS = pad = <|im_end|>, chat
 template, a peaked distribution) through one Prefix-RFT step with each engine and through the
-eval harness. Training data: LUFFY's real parquet with a `target` column whose demonstrations
-are assistant turns of the model's chat format (content, then <|im_end|>), plus one bad row,
-whose skip must show in the metrics of the very first step."""
+eval harness. Training data: a parquet in LUFFY's training layout (from its real evaluation
+file when ../shared is there) whose `target` demonstrations are assistant turns of the model's
+chat format (content, then <|im_end|>), plus one bad row, whose skip must show in the metrics
+of the very first step."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
+LUFFY = Path(__file__).resolve().parents[3] / "shared" / "real" / "luffy_valid.parquet"
 FLOAT32_TOLERANCE = 1e-3  # max |engine - trainer| on generated tokens, float32 both sides
 ENGINES = {
     "hf": {},
@@ -24,12 +26,27 @@ ENGINES = {
 }
 
 
+TARGET = pa.field("target", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())])))
+BUILT_IN = [("What is $12 + 30$?", "42"), ("Compute $7 \\times 8$.", "56")]  # without ../shared
+
+
+def verl_rows(luffy: Path) -> tuple[list[dict], pa.Schema | None]:
+    """The two shortest MATH-500 problems of LUFFY's file, or two built-in ones in its layout."""
+    if luffy.is_file():
+        rows = [r for r in pq.read_table(luffy).to_pylist() if r["data_source"] == "math"]
+        return sorted(rows, key=lambda r: len(r["prompt"][-1]["content"]))[:2], pq.read_schema(luffy)
+    rows = [{"data_source": "math", "prompt": [{"content": "Solve it.", "role": "system"},
+                                               {"content": problem, "role": "user"}],
+             "ability": "math", "reward_model": {"ground_truth": answer, "style": "rule"}}
+            for problem, answer in BUILT_IN]
+    return rows, None
+
+
 @pytest.fixture(scope="module")
-def train_file(luffy_valid_parquet, tmp_path_factory):
-    """One bad row (no ground truth), then the two shortest MATH-500 problems of LUFFY's file,
-    each with one demonstration in the `target` column."""
-    rows = [r for r in pq.read_table(luffy_valid_parquet).to_pylist() if r["data_source"] == "math"]
-    rows = sorted(rows, key=lambda r: len(r["prompt"][-1]["content"]))[:2]
+def train_file(tmp_path_factory):
+    """One bad row (no ground truth), then two problems, each with one demonstration in the
+    `target` column: LUFFY's training layout, built from its evaluation file when ../shared is there."""
+    rows, schema = verl_rows(LUFFY)
     for r in rows:
         answer = r["reward_model"]["ground_truth"]
         r["target"] = [{"content": f"Let me solve it step by step.\nThe answer is $\\boxed{{{answer}}}$.",
@@ -37,9 +54,8 @@ def train_file(luffy_valid_parquet, tmp_path_factory):
     bad = json.loads(json.dumps(rows[0]))
     bad["reward_model"]["ground_truth"] = None
     path = tmp_path_factory.mktemp("smollm2_data") / "train.parquet"
-    schema = pq.read_schema(luffy_valid_parquet).append(
-        pa.field("target", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))))
-    pq.write_table(pa.Table.from_pylist([bad, *rows], schema=schema), path)
+    table = pa.Table.from_pylist([bad, *rows], schema=None if schema is None else schema.append(TARGET))
+    pq.write_table(table, path)
     return path
 
 

@@ -7,12 +7,14 @@ trainer differs on log-probs by about 700x what one optimiser step at lr 1e-6 ch
 (mean 0.028, max 0.75 on a 135M model; one step: mean 4e-5), so no log-prob threshold can
 tell a stale engine from bf16 noise, and a max-abs one over a million tokens trips on noise.
 
-The weight fingerprint. For each tensor, two checksums of its bit pattern in the engine's
-dtype, weighted by global element position, modulo the prime P = 2^31 - 1 (integer
-arithmetic: exact, independent of summation order, and additive over shards, so an FSDP2
-rank hashes only its own shard and one all-reduce of [num_tensors, 2] integers completes
-it). A changed element changes a checksum unless its bit difference times its weight is a
-multiple of P (chance about 1/P per checksum). The engine's side is computed inside its
+The weight fingerprint. For each tensor, two checksums of its elements' bit patterns in
+the engine's dtype: their sum, and their sum weighted by global position + 1, both modulo
+the prime P = 2^31 - 1. Integer arithmetic: exact, independent of summation order, and
+additive over shards, so an FSDP2 rank hashes only its own shard and one all-reduce of
+[num_tensors, 2] integers completes it. One changed element always changes both (its bit
+difference is below 2^32 and not a multiple of P unless it is P itself); two swapped
+elements change the weighted one; changes that cancel need a weighted sum that is a
+multiple of P. The engine's side is computed inside its
 worker on the live parameters (`prefix_rft_pl.engines.vllm`); the trainer's on its
 parameters cast to the engine's dtype, as the weight sync casts them before sending.
 
@@ -39,8 +41,8 @@ import torch
 from torch import Tensor
 
 PRIME = 2**31 - 1
-POSITION_WEIGHTS = ((48271, 1), (69621, 12345))  # w_k(i) = (a_k * i + b_k) mod P, two independent checksums
-CHUNK = 1 << 22                                   # elements hashed at once: bounds the int64 temporaries
+ROW = 1 << 15        # elements per row: a row's position-weighted sum of 32-bit patterns stays below 2^63
+CHUNK = ROW * 128    # elements hashed at once: bounds the int64 temporaries (32 MiB)
 _BITS = {2: (torch.int16, 0xFFFF), 4: (torch.int32, 0xFFFFFFFF)}
 
 
@@ -49,23 +51,29 @@ class StaleWeightsError(RuntimeError):
 
 
 def fingerprint(tensor: Tensor, dtype: torch.dtype, start: int = 0) -> Tensor:  # [2] int64, each in [0, P)
-    """Position-weighted checksums of `tensor`'s bits after casting to `dtype`.
+    """(sum_j b_j, sum_j b_j * (start + j + 1)) modulo P, b_j the bit pattern of element j of
+    the flattened tensor cast to `dtype`, read as an unsigned integer.
 
-    Element j of the flattened tensor has global position `start + j` (the offset of an
-    FSDP2 shard within the full tensor), so the checksums of a tensor's shards add up,
-    modulo P, to the checksums of the whole tensor.
+    `start` is the global position of the first element (the offset of an FSDP2 shard within
+    the full tensor), so the checksums of a tensor's shards add up, modulo P, to those of the
+    whole tensor. Rows of ROW elements are summed exactly in int64 and combined modulo P.
     """
     if dtype.itemsize not in _BITS:
         raise ValueError(f"no weight fingerprint for {dtype}: 2- and 4-byte dtypes only")
     int_dtype, mask = _BITS[dtype.itemsize]
     flat = tensor.detach().reshape(-1)
-    out = torch.zeros(len(POSITION_WEIGHTS), dtype=torch.int64, device=flat.device)
+    out = torch.zeros(2, dtype=torch.int64, device=flat.device)
+    offsets = torch.arange(ROW, device=flat.device)                                      # [ROW]
     for lo in range(0, flat.numel(), CHUNK):
-        bits = flat[lo:lo + CHUNK].to(dtype).view(int_dtype).to(torch.int64) & mask    # [c] in [0, 2^16 or 2^32)
-        position = torch.arange(start + lo, start + lo + len(bits), device=flat.device)  # [c]
-        for k, (a, b) in enumerate(POSITION_WEIGHTS):
-            weight = (position * a + b) % PRIME                                          # [c] in [0, P)
-            out[k] += ((bits * weight) % PRIME).sum() % PRIME                            # products < 2^63
+        bits = flat[lo:lo + CHUNK].to(dtype).view(int_dtype).to(torch.int64) & mask     # [c] in [0, 2^16 or 2^32)
+        if len(bits) % ROW:
+            bits = torch.nn.functional.pad(bits, (0, ROW - len(bits) % ROW))           # zeros add nothing
+        rows = bits.view(-1, ROW)                                                       # [r, ROW]
+        sums = rows.sum(1)                                                              # [r] < 2^47
+        weighted = (rows * offsets).sum(1)                                              # [r] < 2^62
+        first = start + lo + 1 + ROW * torch.arange(len(rows), device=flat.device)     # [r] weight of each row's first
+        out[0] += sums.sum() % PRIME
+        out[1] += ((sums % PRIME) * (first % PRIME) % PRIME + weighted % PRIME).sum() % PRIME
     return out % PRIME
 
 

@@ -20,16 +20,18 @@ from prefix_rft_pl.engines.checks import (
 
 
 def test_fingerprint_of_two_floats_by_hand():
-    # float32 bits: 1.0 = 0x3F800000, -2.0 = 0xC0000000 (read unsigned); weights w0(i) = 48271 i + 1,
-    # w1(i) = 69621 i + 12345, all modulo P = 2^31 - 1
+    # float32 bits: 1.0 = 0x3F800000, -2.0 = 0xC0000000 (read unsigned); checksums: the sum, and the
+    # sum weighted by position + 1, modulo P = 2^31 - 1
     a, b = 0x3F800000, 0xC0000000
-    expected = [(a * 1 + b * 48272) % PRIME, (a * 12345 + b * (69621 + 12345)) % PRIME]
-    assert fingerprint(torch.tensor([1.0, -2.0]), torch.float32).tolist() == expected
+    assert fingerprint(torch.tensor([1.0, -2.0]), torch.float32).tolist() == [(a + b) % PRIME, (a + 2 * b) % PRIME]
+    # the same elements further into the full tensor (a shard starting at element 10): weights 11 and 12
+    shard = fingerprint(torch.tensor([1.0, -2.0]), torch.float32, start=10)
+    assert shard.tolist() == [(a + b) % PRIME, (11 * a + 12 * b) % PRIME]
 
 
 def test_fingerprint_hashes_the_bits_in_the_engine_dtype():
     # bf16 bits of 1.0 = 0x3F80; 1 + 2^-10 rounds to 1.0 in bf16, and is another float32
-    assert fingerprint(torch.tensor([1.0]), torch.bfloat16).tolist() == [0x3F80 % PRIME, 0x3F80 * 12345 % PRIME]
+    assert fingerprint(torch.tensor([1.0]), torch.bfloat16).tolist() == [0x3F80, 0x3F80]
     x = torch.tensor([1.0 + 2**-10, 3.0])
     assert torch.equal(fingerprint(x, torch.bfloat16), fingerprint(torch.tensor([1.0, 3.0]), torch.bfloat16))
     assert not torch.equal(fingerprint(x, torch.float32), fingerprint(torch.tensor([1.0, 3.0]), torch.float32))
@@ -48,13 +50,16 @@ def test_fingerprint_sees_one_ulp_and_a_swap_and_adds_over_shards():
     assert torch.equal(shards % PRIME, whole)
 
 
-def test_fingerprint_over_several_chunks_equals_one_chunk(monkeypatch):
+def test_fingerprint_over_rows_and_chunks_equals_the_definition(monkeypatch):
     import prefix_rft_pl.engines.checks as checks
 
     x = torch.randn(1000)
-    whole = fingerprint(x, torch.bfloat16)
+    bits = [int(v) & 0xFFFF for v in x.to(torch.bfloat16).view(torch.int16).tolist()]
+    expected = [sum(bits) % PRIME, sum(b * (7 + j + 1) for j, b in enumerate(bits)) % PRIME]  # Python integers
+    assert fingerprint(x, torch.bfloat16, start=7).tolist() == expected  # one row, padded
+    monkeypatch.setattr(checks, "ROW", 16)
     monkeypatch.setattr(checks, "CHUNK", 64)
-    assert torch.equal(fingerprint(x, torch.bfloat16), whole)
+    assert fingerprint(x, torch.bfloat16, start=7).tolist() == expected  # many rows and chunks, a partial last one
 
 
 def engine_view(model: torch.nn.Module, dtype: torch.dtype) -> dict:

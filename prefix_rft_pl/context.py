@@ -45,9 +45,11 @@ def describe(names: Sequence[str], lengths: Sequence[int], budget: int, context:
             f"{listed}{more}")
 
 
-def check_requests(requests: Sequence[GenerationRequest], names: Sequence[str], context: int | None) -> None:
+def check_requests(requests: Sequence[GenerationRequest], names: Sequence[str], context: int | None,
+                   what: str = "training") -> None:
     """Raise PromptTooLongError (naming the rows) if any request's prompt + prefix + budget exceeds
-    `context`. `names[i]` identifies the row of `requests[i]` (its data uid)."""
+    `context`. `names[i]` identifies the row of `requests[i]` (its data uid); `what` the data
+    (training, validation)."""
     if context is None:
         return
     totals = [len(r.prompt_ids) + len(r.prefix_ids) + r.max_new_tokens for r in requests]
@@ -59,7 +61,7 @@ def check_requests(requests: Sequence[GenerationRequest], names: Sequence[str], 
         seen.setdefault(names[i], len(requests[i].prompt_ids))
     budget = max(requests[i].max_new_tokens + len(requests[i].prefix_ids) for i in bad)
     raise PromptTooLongError(
-        "training " + describe(list(seen), list(seen.values()), budget, context)
+        f"{what} " + describe(list(seen), list(seen.values()), budget, context)
         + f". Skip and count such rows with data max_prompt_tokens <= {context - budget}, "
           "or lower model.max_response_tokens")
 

@@ -579,6 +579,9 @@ class PrefixRFTModule(L.LightningModule):
 
         engine = HFEngine(self.policy, self.tokenizer)  # the trainer's current weights, always
         requests = [GenerationRequest(item.prompt_ids, self.hparams.max_response_tokens) for item in batch.items]
+        from prefix_rft_pl.context import check_requests, model_context  # before any generation
+
+        check_requests(requests, [item.uid for item in batch.items], model_context(self.policy.config), "validation")
         rollouts = engine.generate(requests, SamplingConfig(temperature=self.hparams.val_temperature))
         texts = [self.tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in rollouts]
         result = self.reward_fn(texts, [item.answers for item in batch.items])

@@ -53,3 +53,13 @@ def test_trainer_stops_before_generation_naming_the_row(tiny_model_dir):
              PromptItem("train.parquet:7", [5] * 460, [[6] * 10], ["1"])]
     with pytest.raises(PromptTooLongError, match=r"train\.parquet:7 \(460 tokens\)"):
         module._rollout(PromptDemoBatch(items))
+
+
+def test_validation_stops_before_generation_naming_the_row(tiny_model_dir):
+    from prefix_rft_pl.module import PrefixRFTModule
+
+    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=2, max_response_tokens=64)
+    module.configure_model()
+    items = [PromptItem("val.jsonl:0", [5] * 500, [], ["1"])]
+    with pytest.raises(PromptTooLongError, match=r"^validation 1 prompt\(s\).*val\.jsonl:0 \(500 tokens\)"):
+        module.validation_step(PromptDemoBatch(items), 0)

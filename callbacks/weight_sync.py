@@ -12,6 +12,10 @@ parameter is alive at a time beyond the shards. Shards are cast to the engine's 
 before the gather, which halves the traffic when the trainer holds float32 master weights
 (FSDP2 mixed precision) and the engine runs bfloat16.
 
+Whether a push arrived is checked where it matters, by the module before it trains on a
+rollout batch: the engine's weights as it sampled them against the trainer's, exactly
+(the weight fingerprint of `prefix_rft_pl.engines.checks`).
+
 `HFEngine` samples from the live policy, so there is nothing to push; any engine that
 is not a `VLLMEngine` is left alone.
 

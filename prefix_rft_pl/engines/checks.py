@@ -14,18 +14,23 @@ additive over shards, so an FSDP2 rank hashes only its own shard and one all-red
 [num_tensors, 2] integers completes it. One changed element always changes both (its bit
 difference is below 2^32 and not a multiple of P unless it is P itself); two swapped
 elements change the weighted one; changes that cancel need a weighted sum that is a
-multiple of P. The engine's side is computed inside its
-worker on the live parameters (`prefix_rft_pl.engines.vllm`); the trainer's on its
-parameters cast to the engine's dtype, as the weight sync casts them before sending.
+multiple of P. The trainer's side hashes its parameters cast to the engine's dtype, as
+the weight sync casts them before sending.
 
-Which tensors: those the engine keeps in checkpoint layout (same name, same shape, up to
-the vocabulary padding of embeddings). On vLLM's CPU backend every linear layer's weight is
-repacked for oneDNN after loading and the parameter is emptied, so what remains is the
-embeddings, the norms and an untied lm_head (the embedding lookup and the norms read those
-parameters directly; lm_head's GEMM uses a repack made from the parameter at every load).
-On GPUs the unfused linear weights (o_proj, down_proj) are compared as well; fused ones
-(qkv_proj, gate_up_proj) are not. A sync that skips every tensor, or the whole model, shows;
-a sync that loads embeddings and norms but drops a fused linear layer would not.
+What is compared, read inside the engine's worker (`prefix_rft_pl.engines.vllm`):
+- whole tensors the engine keeps in checkpoint layout (same name, same shape up to the
+  vocabulary padding of embeddings): on vLLM's CPU backend the embeddings, the norms and an
+  untied lm_head's parameter; on GPUs also the unfused linear weights (o_proj, down_proj).
+- a few columns (first, last, and at a third and two thirds of the input width) of every
+  linear layer and of every vocabulary-parallel embedding's GEMM, read through the layer's
+  own kernel with one-hot inputs, which returns them exactly (every other product is 0).
+  This survives the CPU backend's repacking: every linear weight there is handed to oneDNN
+  after loading and the parameter emptied, and the output layer computes with a packed copy
+  even where its parameter stays, so whole-tensor fingerprints would miss a copy a push did
+  not reach (as the tied lm_head's was, until it was re-packed after every push). Fused
+  layers (qkv_proj, gate_up_proj) are compared with their checkpoint parts stacked.
+A push that misses any layer shows in its columns; one that reaches every layer but
+corrupts columns other than the probed ones only shows where whole tensors are compared.
 
 Log-probs on generated tokens stay as metrics (mean, 99th percentile, max). Prefix tokens
 were never sampled by the engine, so it has no log-probs for them: the functions here
@@ -35,7 +40,6 @@ ignore them, whatever the engine tensor holds there (zeros, NaN).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -77,36 +81,51 @@ def fingerprint(tensor: Tensor, dtype: torch.dtype, start: int = 0) -> Tensor:  
     return out % PRIME
 
 
-def policy_fingerprints(policy: torch.nn.Module, names: Iterable[str], dtype: torch.dtype) -> dict[str, tuple[int, int]]:
-    """Fingerprints of `policy`'s parameters `names`, as held in `dtype`; call it on every rank.
+def policy_fingerprints(
+    policy: torch.nn.Module,
+    blocks: dict[str, tuple[list[str], list[int] | None]],  # {key: (parameter names stacked on dim 0, columns)}
+    dtype: torch.dtype,
+) -> dict[str, tuple[int, int]]:
+    """Fingerprints of blocks of `policy`'s parameters as held in `dtype`; call it on every rank.
 
-    FSDP2 parameters (DTensors sharded on dim 0 over a 1-D mesh) are hashed shard by shard
-    and the checksums all-reduced, so nothing is gathered; other DTensor layouts are gathered
-    with `full_tensor()`.
+    A block is its parameters stacked along dim 0 (one, or the parts of a fused layer), whole
+    (`columns` None) or restricted to `columns` (then -0 counts as 0, as in a GEMM's output).
+    FSDP2 parameters (DTensors sharded on dim 0 over a 1-D mesh) are hashed shard by shard and
+    the checksums all-reduced, so nothing is gathered; other DTensor layouts are gathered with
+    `full_tensor()`.
     """
-    params = dict(policy.named_parameters())
-    names = list(names)
-    sums, group = [], None
-    for name in names:
-        param = params[name].detach()
-        if _is_row_sharded(param):
-            from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+    params = dict(policy.named_parameters(remove_duplicate=False))  # a tied lm_head under its own name too
+    device = next(iter(params.values())).device
+    sharded = torch.zeros(len(blocks), 2, dtype=torch.int64, device=device)   # [E, 2] summed over ranks
+    local = torch.zeros(len(blocks), 2, dtype=torch.int64, device=device)     # [E, 2] whole on every rank
+    group = None
+    for i, (names, columns) in enumerate(blocks.values()):
+        first_row = 0                                    # of this part within the stacked block
+        for name in names:
+            param = params[name].detach()
+            row_numel = math.prod(param.shape[1:]) if param.dim() else 1
+            rows, row_offset, is_sharded = param, 0, _is_row_sharded(param)
+            if is_sharded:
+                from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-            _, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
-            local = param.to_local()
-            sums.append(fingerprint(local, dtype, offset[0] * (local[0].numel() if len(local) else 0)))
-            group = param.device_mesh.get_group()
-        else:
-            full = param.full_tensor() if hasattr(param, "full_tensor") else param
-            sums.append(fingerprint(full, dtype))
-    if group is not None:  # shards were hashed: add every rank's part (plain tensors count once: rank 0 only)
-        sharded = torch.tensor([_is_row_sharded(params[n]) for n in names], device=sums[0].device)
-        total = torch.stack(sums)                                                       # [num_tensors, 2]
-        if torch.distributed.get_rank(group) != 0:
-            total = total * sharded[:, None]
-        torch.distributed.all_reduce(total, group=group)
-        sums = list(total % PRIME)
-    return {name: tuple(int(x) for x in s) for name, s in zip(names, sums)}
+                rows = param.to_local()
+                row_offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)[1][0]
+                group = param.device_mesh.get_group()
+            elif hasattr(param, "full_tensor"):
+                rows = param.full_tensor()
+            block = rows.reshape(-1, row_numel).to(dtype)                               # [rows, row_numel]
+            if columns is not None:
+                block = block[:, columns] + 0                                           # [rows, C]
+            part = fingerprint(block, dtype, (first_row + row_offset) * block.shape[1])
+            if is_sharded:
+                sharded[i] += part
+            else:
+                local[i] += part
+            first_row += param.shape[0] if param.dim() else 1
+    if group is not None:
+        torch.distributed.all_reduce(sharded, group=group)
+    total = (sharded % PRIME + local) % PRIME
+    return {key: tuple(int(x) for x in value) for key, value in zip(blocks, total)}
 
 
 def _is_row_sharded(param: Tensor) -> bool:
@@ -116,38 +135,51 @@ def _is_row_sharded(param: Tensor) -> bool:
     return isinstance(param, DTensor) and param.device_mesh.ndim == 1 and tuple(param.placements) == (Shard(0),)
 
 
+def comparable_blocks(policy: torch.nn.Module, report: dict[str, dict]) -> dict[str, tuple[list[str], list[int] | None]]:
+    """The blocks of an engine's report (`prefix_rft_pl.engines.vllm`) that the policy holds
+    with the same names and shapes: whole tensors first, in the policy's order, then columns."""
+    params = dict(policy.named_parameters(remove_duplicate=False))
+    blocks = {name: ([name], None) for name in dict(policy.named_parameters())
+              if tuple(report["tensors"].get(name, ((),))[0]) == tuple(params[name].shape)}
+    for key, (parts, columns, shape, _) in report["columns"].items():
+        found = [params[p] for p in parts if p in params]
+        if (len(found) == len(parts) and all(p.dim() == 2 and p.shape[1] > max(columns) for p in found)
+                and sum(p.shape[0] for p in found) == shape[0]):
+            blocks[f"{key} columns {columns}"] = (parts, columns)
+    return blocks
+
+
 def check_engine_weights(
     policy: torch.nn.Module,
-    engine_fingerprint: dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None,  # {name: (shape, fingerprint)}
+    report: dict[str, dict] | None,  # the engine's fingerprints (`VLLMEngine.pop_weights_fingerprint`)
     dtype: torch.dtype,
     step: int,
 ) -> int:
     """Raise StaleWeightsError, on every rank, when any rank's engine holds other weights than
-    the trainer; returns the number of tensors compared (0 when no rank sampled this step).
+    the trainer; returns the number of blocks compared (0 when no rank sampled this step).
     A collective: call it on every rank, with None on a rank whose engine did not sample.
 
-    Compared: the tensors the engine reports with the trainer's name and shape, the trainer's
-    cast to `dtype`. The error names each mismatching rank, its first differing tensor (in
-    the policy's order) and the step.
+    Compared: what the engine reports under the trainer's names and shapes, the trainer's
+    weights cast to `dtype`. The error names each mismatching rank, its first differing
+    block and the step.
     """
-    names = None
-    if engine_fingerprint is not None:
-        names = [name for name, param in policy.named_parameters()
-                 if tuple(engine_fingerprint.get(name, ((),))[0]) == tuple(param.shape)]
-    names = next((n for n in gather_from_ranks(names) if n is not None), None)  # the same model on every rank
-    if names is None:
+    blocks = None if report is None else comparable_blocks(policy, report)
+    blocks = next((b for b in gather_from_ranks(blocks) if b is not None), None)  # the same model on every rank
+    if blocks is None:
         return 0
-    if not names:
+    if not blocks:
         raise StaleWeightsError("the rollout engine holds no parameter under the trainer's names and shapes: "
                                 "its weights cannot be compared with the trainer's")
-    trainer = policy_fingerprints(policy, names, dtype)
+    trainer = policy_fingerprints(policy, blocks, dtype)
     mismatch = None
-    if engine_fingerprint is not None:
-        mismatch = next((name for name in names if tuple(engine_fingerprint[name][1]) != trainer[name]), None)
+    if report is not None:
+        engine = {name: tuple(fp) for name, (_, fp) in report["tensors"].items()}
+        engine |= {f"{key} columns {cols}": tuple(fp) for key, (_, cols, _, fp) in report["columns"].items()}
+        mismatch = next((key for key in blocks if engine[key] != trainer[key]), None)
     mismatches = gather_from_ranks(mismatch)
     if any(m is not None for m in mismatches):
         raise StaleWeightsError(stale_weights_message({r: m for r, m in enumerate(mismatches) if m is not None}, step))
-    return len(names)
+    return len(blocks)
 
 
 def stale_weights_message(mismatches: dict[int, str], step: int) -> str:

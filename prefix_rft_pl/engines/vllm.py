@@ -31,10 +31,10 @@ Choices, and where they depart from the reference code:
 - Samples of one request use `SamplingParams(n=...)`, and prefix caching is on, so the
   G rollouts of a prompt share its prefill.
 - Weight fingerprint. Before each `generate`, the worker computes the fingerprint
-  (`prefix_rft_pl.engines.checks`) of the weights it is about to sample with, on its live
-  parameters that are still in checkpoint layout: not repacked (on CPU every linear layer's
-  weight is handed to oneDNN and the parameter emptied), not fused (qkv_proj, gate_up_proj),
-  embeddings without their vocabulary padding. The module compares it with its own weights.
+  (`prefix_rft_pl.engines.checks`) of the weights it is about to sample with: its live
+  parameters still in checkpoint layout, and a few columns of every linear layer read
+  through the layer's own GEMM (on CPU, the copy repacked for oneDNN). The module compares
+  it with its own weights before training on the rollouts.
 - One engine per data-parallel rank (`rank` given, torch.distributed up with more than one
   process): vLLM's `external_launcher` executor builds the engine in this process on the
   trainer's process group, so construction is a collective (vLLM takes the minimum of the
@@ -152,7 +152,7 @@ class VLLMEngine:
         # kernels that repack weights after loading (CPU GEMMs, quantisation) need reload_weights
         self.reload = self.on_cpu or config.quantization is not None
         self.fingerprint_weights = fingerprint_weights
-        self.weights_fingerprint: dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None = None
+        self.weights_fingerprint: dict[str, dict] | None = None
 
     # -- rollouts -------------------------------------------------------------------------
 
@@ -212,13 +212,13 @@ class VLLMEngine:
             self.llm.collective_rpc(_repack_tied_lm_head)
         self.llm.reset_prefix_cache()
 
-    def pop_weights_fingerprint(self) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]] | None:
+    def pop_weights_fingerprint(self) -> dict[str, dict] | None:
         """The fingerprint recorded by the last `generate`, once (None when there was none since)."""
         fingerprint, self.weights_fingerprint = self.weights_fingerprint, None
         return fingerprint
 
-    def fingerprint(self) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]]:
-        """{name: (shape, fingerprint)} of the weights the worker holds in checkpoint layout,
+    def fingerprint(self) -> dict[str, dict]:
+        """Fingerprints of the weights the worker holds and computes with (`_fingerprint_in_worker`),
         computed inside the worker (the first worker's, when there are several)."""
         self.wake_up()
         return self.llm.collective_rpc(_fingerprint_in_worker, args=(self.dtype,))[0]
@@ -308,26 +308,51 @@ def _sampled_logprobs(logprobs, ids: list[int]) -> list[float]:
     return [position[token].logprob for position, token in zip(logprobs, ids)]
 
 
-def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, tuple[tuple[int, ...], tuple[int, int]]]:
-    """Runs inside each vLLM worker: fingerprints of the live parameters in checkpoint layout.
+def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, dict]:
+    """Runs inside each vLLM worker: fingerprints of the weights as the engine holds and uses them.
 
+    "tensors": {name: (shape, fingerprint)} of the live parameters in checkpoint layout.
     Skipped: parameters emptied by repacking (CPU linear layers), fused ones (the model's
     `packed_modules_mapping`: qkv_proj, gate_up_proj). Vocabulary-parallel embeddings of an
     unsharded engine lose their padding rows (vLLM pads the vocabulary to a multiple of 64).
+
+    "columns": {module weight name: (checkpoint names of its parts, columns, shape,
+    fingerprint)} of a few columns of every linear layer and every vocabulary-parallel
+    embedding used as an output layer, read through the layer's own GEMM (on CPU the
+    repacked oneDNN copy): multiplying by one-hot rows returns those columns exactly, since
+    every other product is zero. Fused layers report the names of the checkpoint tensors
+    stacked in them, in order. Layers of a tensor-parallel engine are skipped.
     """
+    from vllm.model_executor.layers.linear import LinearBase
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
     from prefix_rft_pl.engines.checks import fingerprint
 
     model = worker.model_runner.get_model()
-    fused = set(getattr(model, "packed_modules_mapping", {}))
+    fused = dict(getattr(model, "packed_modules_mapping", {}))
     rows = {f"{name}.weight": module.org_vocab_size for name, module in model.named_modules()
-            if hasattr(module, "org_vocab_size") and getattr(module, "tp_size", 1) == 1}
-    out = {}
+            if isinstance(module, VocabParallelEmbedding) and module.tp_size == 1}
+    tensors = {}
     for name, param in model.named_parameters():
         if param.numel() == 0 or name.rsplit(".", 2)[-2] in fused:
             continue
         tensor = param.detach()[: rows[name]] if name in rows else param.detach()
-        out[name] = (tuple(tensor.shape), tuple(int(x) for x in fingerprint(tensor, dtype)))
-    return out
+        tensors[name] = (tuple(tensor.shape), tuple(int(x) for x in fingerprint(tensor, dtype)))
+    columns = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not isinstance(module, (LinearBase, VocabParallelEmbedding)) or getattr(module, "tp_size", 1) != 1:
+            continue
+        width = module.embedding_dim if isinstance(module, VocabParallelEmbedding) else module.input_size
+        cols = sorted({0, width // 3, 2 * width // 3, width - 1})
+        probe = torch.zeros(len(cols), width, dtype=dtype, device=worker.model_runner.device)
+        probe[range(len(cols)), cols] = 1
+        with torch.no_grad():
+            block = module.quant_method.apply(module, probe, None).T + 0  # [N, C]; + 0 turns -0 into 0
+        block = block[: rows.get(f"{name}.weight", len(block))]
+        prefix, _, last = name.rpartition(".")
+        parts = [f"{prefix}.{p}.weight" if prefix else f"{p}.weight" for p in fused.get(last, [last])]
+        columns[f"{name}.weight"] = (parts, cols, tuple(block.shape), tuple(int(x) for x in fingerprint(block, dtype)))
+    return {"tensors": tensors, "columns": columns}
 
 
 def _repack_tied_lm_head(worker) -> None:

@@ -136,7 +136,7 @@ def test_every_rank_runs_its_own_engine_in_sync_and_exits_cleanly(tmp_path, tiny
     log_dir = tmp_path / "run" / "version_0"
     assert max(metric(log_dir, "train/grad_norm")) > 0  # the policy moved, so a stale engine would show
     # the exact weight check ran before every step's update, on both ranks (it raises on a mismatch on any)
-    assert metric(log_dir, "rollout/weights_verified") == [7.0] * 3  # CPU: embeddings, 5 norms, lm_head
+    assert metric(log_dir, "rollout/weights_verified") == [17.0] * 3  # see test_vllm_fingerprint.py
     assert len(metric(log_dir, "rollout/weight_sync_s")) == 3
     for rank in (0, 1):
         for stat in ("mean", "p99", "max"):

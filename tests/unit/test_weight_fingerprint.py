@@ -62,27 +62,50 @@ def test_fingerprint_over_rows_and_chunks_equals_the_definition(monkeypatch):
     assert fingerprint(x, torch.bfloat16, start=7).tolist() == expected  # many rows and chunks, a partial last one
 
 
-def engine_view(model: torch.nn.Module, dtype: torch.dtype) -> dict:
-    """What a synced engine reports: {name: (shape, fingerprint)}, computed from its own copy."""
-    return {name: (tuple(p.shape), tuple(fingerprint(p.to(dtype), dtype).tolist()))
-            for name, p in model.named_parameters()}
+def engine_report(model: torch.nn.Module, dtype: torch.dtype, fused: dict[str, list[str]] | None = None) -> dict:
+    """What a synced engine reports, from its own copy: every tensor whole, and columns 0 and 2 of
+    the stacked weights `fused` = {engine name: checkpoint names} (e.g. a qkv_proj)."""
+    params = dict(model.named_parameters())
+    tensors = {name: (tuple(p.shape), tuple(fingerprint(p, dtype).tolist())) for name, p in params.items()}
+    columns = {}
+    for key, parts in (fused or {}).items():
+        block = torch.cat([params[p] for p in parts]).to(dtype)[:, [0, 2]]
+        columns[key] = (parts, [0, 2], tuple(block.shape), tuple(fingerprint(block, dtype).tolist()))
+    return {"tensors": tensors, "columns": columns}
 
 
 def test_check_engine_weights_passes_on_the_same_weights_in_bf16_and_names_the_stale_tensor():
     trainer = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
-    engine = engine_view(trainer, torch.bfloat16)
-    del engine["0.bias"]                              # a tensor the engine does not hold in checkpoint layout
-    engine["1.bias"] = ((4,), (0, 0))                 # another shape: not comparable, skipped
-    assert check_engine_weights(trainer, engine, torch.bfloat16, step=0) == 2
+    report = engine_report(trainer, torch.bfloat16)
+    del report["tensors"]["0.bias"]                    # a tensor the engine does not hold in checkpoint layout
+    report["tensors"]["1.bias"] = ((4,), (0, 0))       # another shape: not comparable, skipped
+    assert check_engine_weights(trainer, report, torch.bfloat16, step=0) == 2
     with torch.no_grad():
-        trainer[1].weight += 0.1                      # one optimiser step the engine did not get
+        trainer[1].weight += 0.1                       # one optimiser step the engine did not get
     with pytest.raises(StaleWeightsError, match=r"at step 1 \(rank 0: 1\.weight\)"):
-        check_engine_weights(trainer, engine, torch.bfloat16, step=1)
+        check_engine_weights(trainer, report, torch.bfloat16, step=1)
+
+
+def test_check_engine_weights_compares_columns_of_a_fused_layer():
+    # q (3 x 4) and k (2 x 4) stacked as the engine's qkv: columns 0 and 2 of the 5 x 4 stack
+    trainer = torch.nn.ModuleDict({"q": torch.nn.Linear(4, 3, bias=False), "k": torch.nn.Linear(4, 2, bias=False)})
+    report = engine_report(trainer, torch.float32, {"qk.weight": ["q.weight", "k.weight"]})
+    report["tensors"] = {}
+    assert check_engine_weights(trainer, report, torch.float32, step=0) == 1
+    with torch.no_grad():
+        trainer["k"].weight[1, 2] += 1.0               # inside a probed column of the second part
+    with pytest.raises(StaleWeightsError, match=r"qk\.weight columns \[0, 2\]"):
+        check_engine_weights(trainer, report, torch.float32, step=3)
+    with torch.no_grad():
+        trainer["k"].weight[1, 2] -= 1.0
+        trainer["k"].weight[1, 1] += 1.0               # a column the probe does not read
+    assert check_engine_weights(trainer, report, torch.float32, step=3) == 1
 
 
 def test_check_engine_weights_refuses_an_engine_with_nothing_comparable():
+    report = {"tensors": {"other.weight": ((2, 2), (0, 0))}, "columns": {}}
     with pytest.raises(StaleWeightsError, match="cannot be compared"):
-        check_engine_weights(torch.nn.Linear(2, 2), {"other.weight": ((2, 2), (0, 0))}, torch.float32, step=0)
+        check_engine_weights(torch.nn.Linear(2, 2), report, torch.float32, step=0)
 
 
 def test_logprob_mismatch_counts_generated_tokens_only():
@@ -110,6 +133,10 @@ def test_logprob_metrics_on_one_process_are_the_three_statistics():
                                  "rollout/logprob_diff_max": 1.5})
 
 
+BLOCKS = {"0.weight": (["0.weight"], None), "1.weight": (["1.weight"], None), "1.bias": (["1.bias"], None),
+          "stacked columns": (["0.weight", "1.weight"], [0, 3])}  # embedding (7 x 5) on top of linear (3 x 5)
+
+
 def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -123,8 +150,7 @@ def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
         mesh = init_device_mesh("cpu", (world_size,))
         fully_shard(model, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
         assert all(hasattr(p, "full_tensor") for p in model.parameters())
-        names = [name for name, _ in model.named_parameters()]
-        torch.save(policy_fingerprints(model, names, torch.bfloat16), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(policy_fingerprints(model, BLOCKS, torch.bfloat16), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -141,7 +167,10 @@ def test_fsdp2_shards_give_the_fingerprint_of_the_full_tensors(tmp_path):
     mp.spawn(_fingerprint_on_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(7, 5), torch.nn.Linear(5, 3))
-    expected = {name: tuple(fingerprint(p, torch.bfloat16).tolist()) for name, p in model.named_parameters()}
+    expected = policy_fingerprints(model, BLOCKS, torch.bfloat16)  # one process, whole tensors
+    stacked = torch.cat([model[0].weight, model[1].weight]).to(torch.bfloat16)[:, [0, 3]]
+    assert expected["stacked columns"] == tuple(fingerprint(stacked, torch.bfloat16).tolist())
+    assert expected["1.bias"] == tuple(fingerprint(model[1].bias, torch.bfloat16).tolist())
     for rank in range(2):
         assert torch.load(tmp_path / f"rank{rank}.pt") == expected
 

@@ -321,10 +321,14 @@ def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, dict]:
     embedding used as an output layer, read through the layer's own GEMM (on CPU the
     repacked oneDNN copy): multiplying by one-hot rows returns those columns exactly, since
     every other product is zero. Fused layers report the names of the checkpoint tensors
-    stacked in them, in order. Layers of a tensor-parallel engine are skipped.
+    stacked in them, in order. Skipped: quantised layers (their GEMM is not exact), layers
+    of a tensor-parallel engine, and all of them for float32 on GPUs with TF32 matmuls on.
     """
-    from vllm.model_executor.layers.linear import LinearBase
-    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+    from vllm.model_executor.layers.linear import LinearBase, UnquantizedLinearMethod
+    from vllm.model_executor.layers.vocab_parallel_embedding import (
+        UnquantizedEmbeddingMethod,
+        VocabParallelEmbedding,
+    )
 
     from prefix_rft_pl.engines.checks import fingerprint
 
@@ -339,12 +343,15 @@ def _fingerprint_in_worker(worker, dtype: torch.dtype) -> dict[str, dict]:
         tensor = param.detach()[: rows[name]] if name in rows else param.detach()
         tensors[name] = (tuple(tensor.shape), tuple(int(x) for x in fingerprint(tensor, dtype)))
     columns = {}
+    device = worker.model_runner.device
+    tf32 = dtype == torch.float32 and device.type == "cuda" and torch.get_float32_matmul_precision() != "highest"
     for name, module in model.named_modules(remove_duplicate=False):
-        if not isinstance(module, (LinearBase, VocabParallelEmbedding)) or getattr(module, "tp_size", 1) != 1:
+        if (tf32 or not isinstance(module, (LinearBase, VocabParallelEmbedding)) or getattr(module, "tp_size", 1) != 1
+                or not isinstance(module.quant_method, (UnquantizedLinearMethod, UnquantizedEmbeddingMethod))):
             continue
         width = module.embedding_dim if isinstance(module, VocabParallelEmbedding) else module.input_size
         cols = sorted({0, width // 3, 2 * width // 3, width - 1})
-        probe = torch.zeros(len(cols), width, dtype=dtype, device=worker.model_runner.device)
+        probe = torch.zeros(len(cols), width, dtype=dtype, device=device)
         probe[range(len(cols)), cols] = 1
         with torch.no_grad():
             block = module.quant_method.apply(module, probe, None).T + 0  # [N, C]; + 0 turns -0 into 0

@@ -137,6 +137,23 @@ BLOCKS = {"0.weight": (["0.weight"], None), "1.weight": (["1.weight"], None), "1
           "stacked columns": (["0.weight", "1.weight"], [0, 3])}  # embedding (7 x 5) on top of linear (3 x 5)
 
 
+def test_logprob_metrics_over_ranks_by_hand(monkeypatch):
+    import prefix_rft_pl.engines.checks as checks
+
+    # this rank: gaps 0.5, 1.5; the other: 3 tokens, mean 0.1, p99 0.2, max 0.2
+    other = {"mean": 0.1, "p99": 0.2, "max": 0.2, "count": 3.0}
+    monkeypatch.setattr(checks, "gather_from_ranks", lambda value: [value, other])
+    x = torch.zeros(1, 2)
+    out = logprob_metrics(x, x - torch.tensor([[0.5, 1.5]]), torch.ones(1, 2, dtype=torch.bool))
+    assert out == pytest.approx({
+        "rollout/logprob_diff_mean": (2 * 1.0 + 3 * 0.1) / 5,  # token-weighted
+        "rollout/logprob_diff_p99": 1.5, "rollout/logprob_diff_max": 1.5,
+        "rollout/logprob_diff_mean_rank0": 1.0, "rollout/logprob_diff_p99_rank0": 1.5,
+        "rollout/logprob_diff_max_rank0": 1.5,
+        "rollout/logprob_diff_mean_rank1": 0.1, "rollout/logprob_diff_p99_rank1": 0.2,
+        "rollout/logprob_diff_max_rank1": 0.2})
+
+
 def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh

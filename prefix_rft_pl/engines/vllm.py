@@ -44,7 +44,8 @@ Choices, and where they depart from the reference code:
   engine is independent of the others. Tensor parallelism inside per-rank engines is
   refused: the ranks of one TP group would have to feed their engine the same prompts with
   the same seed (the layout TRL's colocate mode uses), which this module's data layout (one
-  batch per rank) does not do. Sleep mode works per rank as in one process (GPUs only).
+  batch per rank) does not do. Sleep mode is per rank as in one process (GPUs only; not
+  run in this repository's tests, whose engines run on CPU).
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ class VLLMEngine:
             os.environ.update(RANK=str(rank), LOCAL_RANK=str(local_rank),
                               WORLD_SIZE=str(torch.distributed.get_world_size()))
             engine_kwargs = {"distributed_executor_backend": "external_launcher", **(engine_kwargs or {})}
-        self.rank = rank if per_rank else None
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.platforms import current_platform

@@ -41,7 +41,9 @@ Choices, and where they depart from the reference code:
   free memory over all ranks): every rank must build its engine at the same point. Each
   rank's engine has its own seed (`seed + rank`) and samples the rank's own prompts. vLLM
   lays the torch world out as ExternalDP x TP; with tensor_parallel_size 1, every rank's
-  engine is independent of the others. Tensor parallelism inside per-rank engines is
+  engine is independent of the others. Building it in-process, vLLM seeds the process's
+  global RNGs (random, numpy, torch) with that seed; the module draws its own randomness
+  from explicit generators. Tensor parallelism inside per-rank engines is
   refused: the ranks of one TP group would have to feed their engine the same prompts with
   the same seed (the layout TRL's colocate mode uses), which this module's data layout (one
   batch per rank) does not do. Sleep mode is per rank as in one process (GPUs only; not

@@ -162,10 +162,10 @@ def test_an_engine_behind_on_one_rank_stops_every_rank_at_step_1_naming_it(tmp_p
     stale = {"class_path": "tests.integration.rank_faults.StaleEngineOnRank", "init_args": {"rank": 1}}
     result, session = run_fit(tmp_path, tiny_model_dir, toy_task_files, steps=3, callbacks=[stale])
     assert result.returncode != 0
-    message = "differ from the trainer's at step 1 (rank 1: model.embed_tokens.weight)"
-    assert f"[rank0]: prefix_rft_pl.engines.checks.StaleWeightsError: the rollout engine's weights {message}" \
-        in result.stderr, result.stderr[-6000:]  # raised on every rank, the healthy one included
-    assert f"[rank1]: prefix_rft_pl.engines.checks.StaleWeightsError: the rollout engine's weights {message}" \
-        in result.stderr
+    # every rank raises this error at step 1 (the check is collective); which ranks print it before
+    # Lightning's launcher ends the others when the first one exits varies from run to run
+    message = ("StaleWeightsError: the rollout engine's weights differ from the trainer's at step 1 "
+               "(rank 1: model.embed_tokens.weight)")
+    assert message in result.stderr, result.stderr[-6000:]
     assert leftover_processes(session) == []
 

@@ -65,6 +65,17 @@ def needs_weights(engine) -> bool:
     return isinstance(engine, VLLMEngine)
 
 
+def require_weight_sync(trainer: L.Trainer, engine) -> None:
+    """Refuse to train an engine that holds its own weights without `VLLMWeightSync` among the
+    callbacks: it would sample every step from the initial policy. (A config overlay that sets
+    `trainer.callbacks` replaces the whole list, which is how the sync gets lost.)"""
+    if needs_weights(engine) and not any(isinstance(c, VLLMWeightSync) for c in trainer.callbacks):
+        raise ValueError("model.engine is vllm but trainer.callbacks has no callbacks.VLLMWeightSync: the engine "
+                         "would never receive the trained weights. Add `- class_path: callbacks.VLLMWeightSync` to "
+                         "trainer.callbacks (a config that sets trainer.callbacks replaces the list of the configs "
+                         "before it)")
+
+
 class VLLMWeightSync(L.Callback):
     """Push the policy's weights to the rollout engine after every training batch.
 

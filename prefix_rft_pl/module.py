@@ -96,8 +96,8 @@ class PrefixRFTModule(L.LightningModule):
             min_prefix_tokens: lower clamp of the prefix length L in tokens.
             prefix_token_keep: k, fraction of the batch's prefix tokens that keep their advantage (paper: 0.2).
             prefix_selection: which k%: top / bottom / random by entropy, none (keep all), freeze (keep none).
-            prefix_rule: loss on prefix tokens: ppo (Prefix-RFT), shaped (LUFFY), sft (SFT, UFT).
-            prefix_sft_weight: weight of the SFT loss on prefix tokens when prefix_rule=sft (UFT: 0.001).
+            prefix_rule: loss on prefix tokens: ppo (Prefix-RFT), shaped (LUFFY), sft (SFT; RL w/ SFT loss at weight 0).
+            prefix_sft_weight: weight of the SFT loss on prefix tokens when prefix_rule=sft.
             shaping_gamma: LUFFY's policy shaping f(p) = p / (p + gamma).
             advantage_baseline: mean over the whole group (paper) or over ordinary rollouts only (reference code).
             advantage_std: divide advantages by the group std (GRPO) instead of Dr. GRPO's none.
@@ -211,8 +211,11 @@ class PrefixRFTModule(L.LightningModule):
         self.reward_fn = MathVerifyReward(self.hparams.reward_workers, self.hparams.reward_timeout_s)
 
     def on_fit_start(self) -> None:
+        from callbacks.weight_sync import require_weight_sync
+
         if self.engine is None:
             self.engine = self._build_engine()
+        require_weight_sync(self.trainer, self.engine)
 
     def _build_engine(self):
         options = dict(self.hparams.engine_options or {})
@@ -262,7 +265,8 @@ class PrefixRFTModule(L.LightningModule):
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), hp.group_size)        # [B, G]
         baseline = ~is_hybrid if hp.advantage_baseline == "ordinary" and hp.num_hybrid < hp.group_size else None
         advantages = losses.group_advantages(rewards, baseline, hp.advantage_std).view(-1)  # [N]
-        if tb.generated_mask.any() or hp.prefix_rule != "sft":
+        # decided over all ranks: the forward passes and the engine check below are collectives
+        if hp.prefix_rule != "sft" or int(self._gather_counts(int(tb.generated_mask.any())).max()) > 0:
             with self._timed("logprob"):
                 old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False)
             self._check_engine(old_logprobs, tb)
@@ -384,7 +388,8 @@ class PrefixRFTModule(L.LightningModule):
 
         fingerprint = getattr(self.engine, "pop_weights_fingerprint", None)  # engines with their own weights (vLLM)
         if fingerprint is not None:
-            verified = check_engine_weights(self.policy, fingerprint(), self.engine.dtype, self.global_step)
+            with self._timed("weight_check"):  # the trainer's side; the engine's is inside time/rollout_s
+                verified = check_engine_weights(self.policy, fingerprint(), self.engine.dtype, self.global_step)
             self.log("rollout/weights_verified", float(verified))  # tensors compared exactly
         self.log_dict(logprob_metrics(old_logprobs, tb.engine_logprobs, tb.generated_mask))
 

@@ -1,5 +1,6 @@
-"""A tiny Qwen2 causal LM, written with `save_pretrained` so that it is read back through
-exactly the `from_pretrained` path a hub id takes.
+"""A tiny Qwen2 (or Llama) causal LM, written with `save_pretrained` so that it is read back
+through exactly the `from_pretrained` path a hub id takes. Llama is the architecture of the
+LLaMA-3.1 config (tests shrink the paper configs to these).
 
 head_dim is 32: vLLM's CPU attention backend rejects 16.
 """
@@ -7,6 +8,7 @@ head_dim is 32: vLLM's CPU attention backend rejects 16.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from prefix_rft_pl.toy.tokenizer import build_byte_tokenizer
 
@@ -20,14 +22,16 @@ def save_tiny_model(
     intermediate_size: int = 384,
     max_position_embeddings: int = 512,
     seed: int = 0,
+    architecture: Literal["qwen2", "llama"] = "qwen2",
 ) -> Path:
-    """Write a randomly initialised tiny Qwen2 model and its character tokenizer to `path`."""
+    """Write a randomly initialised tiny Qwen2 (or Llama) model and its byte tokenizer to `path`."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[architecture]
     path = Path(path)
     tokenizer = build_byte_tokenizer()
-    config = Qwen2Config(
+    config = config_cls(
         vocab_size=288,  # >= len(tokenizer) (259), a multiple of 32
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -43,7 +47,7 @@ def save_tiny_model(
         torch_dtype="float32",
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(path))

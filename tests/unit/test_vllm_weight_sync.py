@@ -79,3 +79,20 @@ def test_stream_full_tensors_gathers_fsdp2_shards_on_every_rank(tiny_model_dir, 
         for name, tensor in expected.items():
             assert type(streamed[name]) is torch.Tensor and streamed[name].shape == tensor.shape
             torch.testing.assert_close(streamed[name], tensor, rtol=0, atol=0)
+
+
+def test_a_vllm_engine_without_the_sync_callback_is_refused(monkeypatch):
+    # a row overlay that sets trainer.callbacks replaces the list; losing the sync must not go unnoticed
+    import lightning as L
+
+    import callbacks.weight_sync as weight_sync
+    from callbacks import EntropyStats
+
+    monkeypatch.setattr(weight_sync, "needs_weights", lambda engine: engine == "vllm")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[EntropyStats()])
+    with pytest.raises(ValueError, match="callbacks.VLLMWeightSync"):
+        weight_sync.require_weight_sync(trainer, "vllm")
+    weight_sync.require_weight_sync(trainer, "hf")  # an engine on the live policy needs nothing
+    with_sync = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                          callbacks=[weight_sync.VLLMWeightSync()])
+    weight_sync.require_weight_sync(with_sync, "vllm")

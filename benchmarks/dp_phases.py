@@ -1,0 +1,84 @@
+"""Time per phase of a training step: 2 data-parallel ranks (FSDP2, one vLLM engine each)
+beside 1 rank, on the same total batch.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dp_phases.py [--steps 8] [--prompts 8]
+
+The toy config from the toy base (built if missing, as the main job does), with the paper's
+numerics: float32 master weights, bf16 compute (FSDP2 mixed precision on 2 ranks; autocast,
+`bf16-mixed`, on 1 rank), a bf16 vLLM engine per rank, VLLMWeightSync with its exact
+fingerprint check. 1 rank takes `--prompts` prompts per step; 2 ranks take half each.
+Each run is a separate process; the first 2 steps are dropped as warm-up. Prints the mean
+seconds per phase (as the module logs them: rollout, reward, logprob, update, weight sync;
+on 2 ranks, rank 0's, which the others wait for at the first collective) and the ratio.
+On this 2-core machine the 2 ranks share the cores that 1 rank has alone, so the figure
+measures the layout's overhead (collectives, per-rank engines), not a speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/update_s", "rollout/weight_sync_s"]
+ENGINE = {"dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.5, "enforce_eager": True}
+
+
+def run(name: str, ranks: int, args, tmp: Path) -> dict[str, float]:
+    trainer = {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
+               "enable_progress_bar": False, "devices": ranks,
+               "callbacks": [{"class_path": "callbacks.PrefixSchedule"}, {"class_path": "callbacks.VLLMWeightSync"}],
+               "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}}
+    model = {"policy": "artifacts/toy/base", "engine": "vllm", "engine_options": ENGINE, "reward_workers": 1}
+    if ranks > 1:
+        trainer["strategy"] = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+                               "init_args": {"data_parallel_size": ranks, "tensor_parallel_size": 1}}
+        model.update(fsdp_param_dtype="bfloat16", fsdp_reduce_dtype="float32")
+    else:
+        trainer["precision"] = "bf16-mixed"
+    overlay = {"trainer": trainer, "model": model,
+               "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl",
+                                      "batch_size": args.prompts // ranks}}}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
+                    "--config", str(path)], check=True, capture_output=not args.verbose)
+    wall = time.perf_counter() - start
+    rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
+    steps = [r for r in rows if r.get("time/rollout_s")][2:]
+    out = {k: statistics.mean(float(r[k]) for r in steps if r.get(k)) for k in PHASES}
+    out["step"] = sum(out[k] for k in PHASES)
+    out["wall (whole run)"] = wall
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per step, all ranks together")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    if not Path("artifacts/toy/base/config.json").exists():
+        from prefix_rft_pl.toy.__main__ import ensure_base
+
+        ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        one = run("one_rank", 1, args, Path(tmp))
+        two = run("two_ranks", 2, args, Path(tmp))
+    print(f"{args.prompts} prompts x 8 rollouts per step in all, {args.steps - 2} timed steps (mean seconds), "
+          "bf16 compute over float32 masters, bf16 vLLM engine per rank")
+    print(f"{'phase':<24}{'1 rank':>10}{'2 ranks':>10}{'ratio':>8}")
+    for key in PHASES + ["step", "wall (whole run)"]:
+        print(f"{key:<24}{one[key]:>10.3f}{two[key]:>10.3f}{two[key] / one[key]:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

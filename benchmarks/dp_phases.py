@@ -8,7 +8,8 @@ numerics: float32 master weights, bf16 compute (FSDP2 mixed precision on 2 ranks
 `bf16-mixed`, on 1 rank), a bf16 vLLM engine per rank, VLLMWeightSync with its exact
 fingerprint check. 1 rank takes `--prompts` prompts per step; 2 ranks take half each.
 Each run is a separate process; the first 2 steps are dropped as warm-up. Prints the mean
-seconds per phase (as the module logs them: rollout, reward, logprob, update, weight sync;
+seconds per phase (as the module logs them: rollout (the engine-side fingerprint included),
+reward, logprob, weight check (trainer side), update, weight sync;
 on 2 ranks, rank 0's, which the others wait for at the first collective) and the ratio.
 On this 2-core machine the 2 ranks share the cores that 1 rank has alone, so the figure
 measures the layout's overhead (collectives, per-rank engines), not a speed-up.
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/update_s", "rollout/weight_sync_s"]
+PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/weight_check_s", "time/update_s",
+          "rollout/weight_sync_s"]
 ENGINE = {"dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.5, "enforce_eager": True}
 
 

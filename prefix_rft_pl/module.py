@@ -230,9 +230,7 @@ class PrefixRFTModule(L.LightningModule):
         return HFEngine(self.policy, self.tokenizer, **options)
 
     def configure_optimizers(self):
-        from prefix_rft_pl.optim import build_optimizer
-
-        from prefix_rft_pl.optim import check_master_weights
+        from prefix_rft_pl.optim import build_optimizer, check_master_weights
 
         check_master_weights(self.policy.named_parameters(), self.hparams.allow_half_precision_weights)
         hp = self.hparams

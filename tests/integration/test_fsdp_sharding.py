@@ -27,7 +27,7 @@ def launch(fn, *args, timeout: float = 120.0) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = torch.multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=fn, args=(rank, port, *args)) for rank in range(WORLD)]
+    procs = [ctx.Process(target=_run_and_close, args=(fn, rank, port, *args)) for rank in range(WORLD)]
     for p in procs:
         p.start()
     for p in procs:
@@ -39,6 +39,19 @@ def launch(fn, *args, timeout: float = 120.0) -> None:
             p.join()
     assert not hung, f"workers {hung} still running after {timeout} s"
     assert [p.exitcode for p in procs] == [0] * WORLD, "a worker failed (traceback above)"
+
+
+def _run_and_close(fn, rank: int, port: int, *args) -> None:
+    """fn(rank, port, *args), then the process group torn down: a worker that exits with gloo's
+    threads still up aborted at exit now and then ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    try:
+        fn(rank, port, *args)
+    finally:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def _init(rank: int, port: int):

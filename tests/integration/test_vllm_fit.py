@@ -1,8 +1,8 @@
 """Prefix-RFT fits on the toy config with the vLLM CPU engine in bf16 beside the float32
 trainer: the weight sync is tested for its effect. With `VLLMWeightSync` the exact weight
 check passes before every step although the engine's log-probs differ from the trainer's
-by bf16 noise (logged: mean, p99, max); without it the check stops the run at step 1, the
-first step after an optimiser step the engine did not get, naming the tensor."""
+by bf16 noise (logged: mean, p99, max); with every push undone the check stops the run at
+step 1, the first step after an optimiser step the engine did not get, naming the tensor."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def override_config(tmp_path: Path, model_dir, task_files, with_sync: bool) -> P
     """
     callbacks = [{"class_path": "callbacks.PrefixSchedule",
                   "init_args": {"kind": "constant", "low_start": 1.0, "high": 1.0}}]
-    if with_sync:
-        callbacks.append({"class_path": "callbacks.VLLMWeightSync"})
+    callbacks.append({"class_path": "callbacks.VLLMWeightSync"})  # a vLLM engine without it is refused at fit start
+    if not with_sync:  # ... so undo every push: the engine stays on the initial weights, one step behind at step 1
+        callbacks.append({"class_path": "tests.integration.rank_faults.StaleEngineOnRank", "init_args": {"rank": 0}})
     override = {
         "trainer": {
             "max_steps": 3, "limit_val_batches": 0, "enable_checkpointing": False, "enable_progress_bar": False,

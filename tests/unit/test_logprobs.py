@@ -118,28 +118,12 @@ def test_tiny_qwen2_matches_model_logits(tiny_model_dir):
         torch.testing.assert_close(p.grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def _bf16_weight_grad_error(num_chunks: int, tokens: int = 4096, vocab: int = 1024, width: int = 64) -> float:
-    """Relative error (Frobenius) of the bf16 lm_head weight gradient against float64."""
-    gen = torch.Generator().manual_seed(3)
-    hidden = torch.randn(tokens, width, generator=gen)
-    weight = torch.randn(vocab, width, generator=gen) * 0.1
-    targets = torch.randint(0, vocab, (tokens,), generator=gen)
-    ref_weight = weight.double().requires_grad_()
-    ref_lp, _ = naive_token_logprobs_and_entropy(hidden.double() @ ref_weight.T, targets)
-    ref_lp.sum().backward()
-
-    w16 = weight.bfloat16().requires_grad_()
-    lp, _ = token_logprobs_and_entropy(hidden.bfloat16(), w16, targets, chunk_size=tokens // num_chunks,
-                                       with_entropy=False)
-    lp.sum().backward()
-    assert w16.grad.dtype == torch.bfloat16  # the gradient comes back in the weight's dtype
-    return float((w16.grad.double() - ref_weight.grad).norm() / ref_weight.grad.norm())
-
-
 def test_bf16_weight_gradient_error_does_not_grow_with_chunks():
     # one bf16 rounding of the whole product: ~0.002-0.004 relative. Summing 64 chunk products
     # in a bf16 accumulator adds a rounding per chunk (measured 0.0085 at 64 chunks); the
     # float32 accumulator keeps one rounding per chunk product and one at the end.
-    one, many = _bf16_weight_grad_error(1), _bf16_weight_grad_error(64)
+    from benchmarks.precision_update import bf16_weight_grad_error
+
+    one, many = bf16_weight_grad_error(1), bf16_weight_grad_error(64)
     assert one < 0.005, one
     assert many < 1.5 * one, (one, many)

@@ -43,6 +43,7 @@ SFT_ROWS = {"sft", "uft", "rl_sft_loss", "luffy"}  # a demonstration (UFT: hint)
 SPLITS = ["val", "easy", "hard", "ood_easy", "ood_hard"]
 REPORTED = ["easy", "hard", "ood_easy", "ood_hard"]
 TASK = Path("artifacts/toy/task")
+PALETTE = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]  # tab10 without its grey (the base's)
 PAPER = {"base": 19.0, "sft": 44.1, "rft": 45.5, "sft_rft": 48.2, "rl_sft_loss": 40.1, "luffy": 50.1,
          "relift": 47.8, "uft": 44.2, "prefix_rft": 51.8}  # SPEC 5, Qwen2.5-Math-7B, math average
 
@@ -115,9 +116,8 @@ def steps_per_batch(row: str) -> int:
     return model.get("mini_batches", 1) * model.get("ppo_epochs", 1)
 
 
-def fit(row: str, lr: float, seed: int, steps: int, policy: str, work: Path) -> Path:
+def fit(row: str, lr: float, seed: int, steps: int, policy: str, work: Path, name: str) -> Path:
     """Train one row; returns its hf_export directory."""
-    name = run_name(row, lr, seed)
     row_file = {"sft_rft": "rft", "prefix_rft": None}.get(row, row)
     overlays = ["--config", "configs/toy/prefix_rft.yaml"]
     if row_file:
@@ -145,8 +145,9 @@ def fit(row: str, lr: float, seed: int, steps: int, policy: str, work: Path) -> 
     return next((work / name).glob("**/hf_export"))
 
 
-def run_name(row: str, lr: float, seed: int) -> str:
-    return f"{row}_lr{lr:g}_s{seed}"
+def run_name(row: str, lr: float, seed: int, sft_lr: float | None = None) -> str:
+    """Name of a run (SFT+RFT: also the learning rate of the SFT run it starts from)."""
+    return f"{row}_lr{lr:g}_s{seed}" + (f"_from_sft_lr{sft_lr:g}" if sft_lr is not None else "")
 
 
 def evaluate_in_subprocess(policy: Path, k: int, out: Path, splits: list[str]) -> dict:
@@ -156,13 +157,14 @@ def evaluate_in_subprocess(policy: Path, k: int, out: Path, splits: list[str]) -
     return json.loads(out.read_text())
 
 
-def one_run(row: str, lr: float, seed: int, args, policy: str, work: Path) -> dict:
-    start = time.time()
-    export = fit(row, lr, seed, args.steps, policy, work)
+def one_run(row: str, lr: float, seed: int, args, policy: str, work: Path, sft_lr: float | None = None) -> dict:
+    start, name = time.time(), run_name(row, lr, seed, sft_lr)
+    export = fit(row, lr, seed, args.steps, policy, work, name)
     fit_s = time.time() - start
-    scores = evaluate_in_subprocess(export, args.k, work / f"{run_name(row, lr, seed)}.val.json", ["val"])
-    counts = json.loads((work / f"{run_name(row, lr, seed)}.signal.json").read_text())
-    return {"row": row, "lr": lr, "seed": seed, "export": str(export), "scores": scores,
+    scores = evaluate_in_subprocess(export, args.k, work / f"{name}.val.json", ["val"])
+    counts = json.loads((work / f"{name}.signal.json").read_text())
+    extra = {} if sft_lr is None else {"sft_lr": sft_lr}
+    return {"row": row, "lr": lr, "seed": seed, **extra, "name": name, "export": str(export), "scores": scores,
             "signal": counts["signal"] / max(counts["hard"], 1), "fit_s": round(fit_s, 1),
             "eval_s": round(time.time() - start - fit_s, 1)}
 
@@ -181,6 +183,15 @@ class Results:
     def done(self, row: str, lr: float, seed: int) -> dict | None:
         return next((r for r in self.runs if (r["row"], r["lr"], r["seed"]) == (row, lr, seed)), None)
 
+    def supersede_sft_rft(self, sft_lr: float) -> None:
+        """SFT+RFT runs from an SFT run at another learning rate than the chosen one leave the table."""
+        with self.lock:
+            legacy = self.meta.get("sft_rft_from_sft_lr", sft_lr)  # runs written before `sft_lr` was recorded
+            old = [r for r in self.runs if r["row"] == "sft_rft" and r.get("sft_lr", legacy) != sft_lr]
+            self.runs = [r for r in self.runs if r not in old]
+            self.meta.setdefault("superseded_sft_rft", []).extend(old)
+            self.save()
+
     def add(self, run: dict) -> None:
         with self.lock:
             self.runs.append(run)
@@ -191,9 +202,11 @@ class Results:
 
 
 def chosen_lr(runs: list[dict], row: str, lrs: list[float]) -> float | None:
-    """The grid value with the best mean val avg@k over the row's seeds (the first on ties)."""
-    means = {lr: statistics.mean(r["scores"]["val"][0] for r in runs if r["row"] == row and r["lr"] == lr)
-             for lr in lrs if any(r["row"] == row and r["lr"] == lr for r in runs)}
+    """The grid value with the best mean val avg@k over the row's seeds (the first on ties), among
+    the values with the most seeds done (a grid cut short compares like with like)."""
+    vals = {lr: [r["scores"]["val"][0] for r in runs if r["row"] == row and r["lr"] == lr] for lr in lrs}
+    most = max((len(v) for v in vals.values()), default=0)
+    means = {lr: statistics.mean(v) for lr, v in vals.items() if v and len(v) == most}
     return max(means, key=lambda lr: (means[lr], -lrs.index(lr))) if means else None
 
 
@@ -206,32 +219,38 @@ def run_grid(args, results: Results, work: Path) -> None:
     rows.sort(key=lambda r: r != "sft")  # SFT first: SFT+RFT starts from its export
     jobs = [(row, lr, seed) for row in rows for seed in args.seeds for lr in args.lrs]
 
-    def job(row, lr, seed, policy=base):
+    def job(row, lr, seed, policy=base, sft_lr=None):
         if results.done(row, lr, seed) is not None:
             return
         try:
-            run = one_run(row, lr, seed, args, policy, work)
+            run = one_run(row, lr, seed, args, policy, work, sft_lr)
         except Exception as error:  # one failed run must not stop the grid: reported, left out
-            print(f"FAILED {row} lr={lr:g} seed={seed}: {error!r} (see {work}/{run_name(row, lr, seed)}.log)", flush=True)
+            print(f"FAILED {row} lr={lr:g} seed={seed}: {error!r} (see {work}/{run_name(row, lr, seed, sft_lr)}.log)",
+                  flush=True)
             return
         results.add(run)
         print(f"{run['row']} lr={lr:g} seed={seed}: " + json.dumps(run["scores"]) +
               f" ({run['fit_s']:.0f}+{run['eval_s']:.0f} s)", flush=True)
 
     with ThreadPoolExecutor(args.workers) as pool:
-        futures = {(row, lr, seed): pool.submit(job, row, lr, seed) for row, lr, seed in jobs}
+        # SFT first, then SFT+RFT (from SFT's chosen rate), then the rest: SFT+RFT is never left last
+        first = [key for key in jobs if key[0] == "sft"] if "sft_rft" in args.rows else []
+        futures = {key: pool.submit(job, *key) for key in first}
         if "sft_rft" in args.rows:
-            for key, future in futures.items():
-                if key[0] == "sft":
-                    future.result()
+            for key in first:
+                futures[key].result()
             sft_lr = chosen_lr(results.runs, "sft", args.lrs)
+            results.supersede_sft_rft(sft_lr)  # the SFT choice moved (a grid extended): SFT+RFT runs again
             results.meta["sft_rft_from_sft_lr"] = sft_lr
             for seed in args.seeds:
                 sft = results.done("sft", sft_lr, seed)
                 if sft is None:
                     continue
                 for lr in args.lrs:
-                    futures[("sft_rft", lr, seed)] = pool.submit(job, "sft_rft", lr, seed, sft["export"])
+                    futures[("sft_rft", lr, seed)] = pool.submit(job, "sft_rft", lr, seed, sft["export"], sft_lr)
+        for key in jobs:
+            if key not in futures:
+                futures[key] = pool.submit(job, *key)
         for future in futures.values():
             future.result()
         # the reported splits, for the runs at each row's chosen learning rate only
@@ -242,7 +261,7 @@ def run_grid(args, results: Results, work: Path) -> None:
 
 
 def test_scores(run: dict, k: int, work: Path, results: Results) -> None:
-    name = run_name(run["row"], run["lr"], run["seed"])
+    name = run.get("name", run_name(run["row"], run["lr"], run["seed"]))
     try:
         scores = evaluate_in_subprocess(Path(run["export"]), k, work / f"{name}.test.json", REPORTED)
     except Exception as error:
@@ -275,7 +294,8 @@ def write_tables(results: Results, lrs: list[float], k: int, md_path: Path) -> d
     chosen = summarise(results, lrs)
     meta = results.meta
     lines = [f"# The paper's table on the toy (fair version, issue 12)", "",
-             f"Command: `{meta.get('command', '')}`  ",
+             "Commands (in this order; the grid resumes, runs already in the json are not run again):", "",
+             *[f"    {c}" for c in meta.get("commands", [meta.get("command", "")])], "",
              f"Budget: {meta.get('steps')} rollout batches of 16 prompts x 8 rollouts per run; seeds "
              f"{meta.get('seeds')}; learning-rate grid {lrs}; k = {k} samples at T = 0.6; "
              f"wall time {meta.get('wall_min', '?')} min with {meta.get('workers')} workers "
@@ -350,7 +370,8 @@ def plot(results: Results, chosen: dict[str, dict], k: int, png: Path) -> None:
                 continue
             mean = statistics.mean(values)
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            ax.bar(i, mean, color="grey" if row == "base" else f"C{i % 10}", alpha=0.7)
+            colour = "lightgrey" if row == "base" else PALETTE[(i - 1) % len(PALETTE)]
+            ax.bar(i, mean, color=colour, alpha=0.8, hatch="//" if row == "base" else None)
             ax.errorbar(i, mean, yerr=sd, color="black", capsize=3)
             ax.scatter([i] * len(values), values, color="black", s=8, zorder=3)
         ax.set_xticks(range(len(rows)), rows, rotation=60, ha="right")
@@ -384,7 +405,10 @@ def main() -> None:
     meta = {"steps": args.steps, "seeds": args.seeds, "lrs": args.lrs, "k": args.k, "workers": args.workers}
     results = Results(out.with_suffix(".json"), {} if args.tables_only else meta)
     if not args.tables_only:
-        results.meta["command"] = "OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.toy_table " + " ".join(sys.argv[1:])
+        if "command" in results.meta:  # a json written by the first version of this script
+            results.meta["commands"] = [results.meta.pop("command")]
+        results.meta.setdefault("commands", []).append(
+            "OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.toy_table " + " ".join(sys.argv[1:]))
         start, before = time.time(), results.meta.get("wall_min", 0)  # a resumed grid adds its time
         run_grid(args, results, work)
         results.meta["wall_min"] = round(before + (time.time() - start) / 60, 1)

@@ -92,12 +92,13 @@ def test_check_engine_weights_compares_columns_of_a_fused_layer():
     report = engine_report(trainer, torch.float32, {"qk.weight": ["q.weight", "k.weight"]})
     report["tensors"] = {}
     assert check_engine_weights(trainer, report, torch.float32, step=0) == 1
+    original = trainer["k"].weight[1, 2].item()
     with torch.no_grad():
         trainer["k"].weight[1, 2] += 1.0               # inside a probed column of the second part
     with pytest.raises(StaleWeightsError, match=r"qk\.weight columns \[0, 2\]"):
         check_engine_weights(trainer, report, torch.float32, step=3)
     with torch.no_grad():
-        trainer["k"].weight[1, 2] -= 1.0
+        trainer["k"].weight[1, 2] = original           # exactly: (w + 1) - 1 need not be w in float32
         trainer["k"].weight[1, 1] += 1.0               # a column the probe does not read
     assert check_engine_weights(trainer, report, torch.float32, step=3) == 1
 

@@ -8,14 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from prefix_rft_pl.logprobs import token_logprobs_and_entropy
-
-
-def _head(weight, path):
-    if path == "weight":
-        return weight
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    head.weight = torch.nn.Parameter(weight)
-    return head
+from tests.unit.test_logprobs import _as_head as _head  # the weight itself, or an nn.Linear holding it
 
 
 @pytest.mark.parametrize("path", ["weight", "module"])

@@ -1,7 +1,7 @@
 """Time per phase of a training step: 2 data-parallel ranks (FSDP2, one vLLM engine each)
 beside 1 rank, on the same total batch.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dp_phases.py [--steps 8] [--prompts 8]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.dp_phases [--steps 8] [--prompts 8]
 
 The toy config from the toy base (built if missing, as the main job does), with the paper's
 numerics: float32 master weights, bf16 compute (FSDP2 mixed precision on 2 ranks; autocast,
@@ -18,15 +18,10 @@ measures the layout's overhead (collectives, per-rank engines), not a speed-up.
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+from benchmarks.step_time import ensure_toy_base, timed_toy_fit
 
 PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/weight_check_s", "time/update_s",
           "rollout/weight_sync_s"]
@@ -36,8 +31,7 @@ ENGINE = {"dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.5, "enfor
 def run(name: str, ranks: int, args, tmp: Path) -> dict[str, float]:
     trainer = {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
                "enable_progress_bar": False, "devices": ranks,
-               "callbacks": [{"class_path": "callbacks.PrefixSchedule"}, {"class_path": "callbacks.VLLMWeightSync"}],
-               "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}}
+               "callbacks": [{"class_path": "callbacks.PrefixSchedule"}, {"class_path": "callbacks.VLLMWeightSync"}]}
     model = {"policy": "artifacts/toy/base", "engine": "vllm", "engine_options": ENGINE, "reward_workers": 1}
     if ranks > 1:
         trainer["strategy"] = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
@@ -48,18 +42,7 @@ def run(name: str, ranks: int, args, tmp: Path) -> dict[str, float]:
     overlay = {"trainer": trainer, "model": model,
                "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl",
                                       "batch_size": args.prompts // ranks}}}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(overlay))
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
-                    "--config", str(path)], check=True, capture_output=not args.verbose)
-    wall = time.perf_counter() - start
-    rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
-    steps = [r for r in rows if r.get("time/rollout_s")][2:]
-    out = {k: statistics.mean(float(r[k]) for r in steps if r.get(k)) for k in PHASES}
-    out["step"] = sum(out[k] for k in PHASES)
-    out["wall (whole run)"] = wall
-    return out
+    return timed_toy_fit(name, overlay, PHASES, tmp, args.verbose)
 
 
 def main() -> None:
@@ -68,10 +51,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step, all ranks together")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    if not Path("artifacts/toy/base/config.json").exists():
-        from prefix_rft_pl.toy.__main__ import ensure_base
-
-        ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
+    ensure_toy_base()
     with tempfile.TemporaryDirectory() as tmp:
         one = run("one_rank", 1, args, Path(tmp))
         two = run("two_ranks", 2, args, Path(tmp))

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -24,24 +25,45 @@ import yaml
 PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/update_s"]
 
 
+def ensure_toy_base() -> None:
+    """Build the toy task and base (as the main job does) unless they are there."""
+    if not Path("artifacts/toy/base/config.json").exists():
+        from prefix_rft_pl.toy.__main__ import ensure_base
+
+        ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
+
+
+def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbose: bool = False) -> dict[str, float]:
+    """Fit configs/toy/prefix_rft.yaml + `overlay` in a process of its own (CSV logs under tmp/name).
+
+    Returns the mean of each of `phases` over the logged steps after 2 warm-up steps, their sum
+    ("step") and the whole run's wall seconds ("wall (whole run)").
+    """
+    overlay = {**overlay, "trainer": {**overlay.get("trainer", {}), "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}}}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
+                    "--config", str(path)], check=True, capture_output=not verbose)
+    wall = time.perf_counter() - start
+    rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
+    steps = [r for r in rows if r.get("time/rollout_s")][2:]
+    out = {k: statistics.mean(float(r[k]) for r in steps if r.get(k)) for k in phases}
+    out["step"] = sum(out[k] for k in phases)
+    out["wall (whole run)"] = wall
+    return out
+
+
 def run(name: str, num_hybrid: int, args, tmp: Path) -> dict[str, float]:
     overlay = {
         "trainer": {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "callbacks": [{"class_path": "callbacks.VLLMWeightSync"}] if args.engine == "vllm" else [],
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}},
+                    "enable_progress_bar": False, "callbacks": [{"class_path": "callbacks.VLLMWeightSync"}] if args.engine == "vllm" else []},
         "model": {"policy": "artifacts/toy/base", "num_hybrid": num_hybrid, "engine": args.engine,
                   "engine_options": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1} if args.engine == "vllm" else None},
         "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl"}},
     }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(overlay))
-    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
-                    "--config", str(path)], check=True, capture_output=not args.verbose)
-    rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
-    steps = [r for r in rows if r.get("time/rollout_s")][2:]
-    out = {k: statistics.mean(float(r[k]) for r in steps) for k in PHASES}
-    out["step"] = sum(out[k] for k in PHASES)
-    return out
+    return timed_toy_fit(name, overlay, PHASES, tmp, args.verbose)
 
 
 def main() -> None:
@@ -50,10 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    if not Path("artifacts/toy/base/config.json").exists():
-        from prefix_rft_pl.toy.__main__ import ensure_base
-
-        ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
+    ensure_toy_base()
     with tempfile.TemporaryDirectory() as tmp:
         prefix = run("prefix_rft", 1, args, Path(tmp))
         rft = run("rft", 0, args, Path(tmp))

@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from prefix_rft_pl.optim import HalfPrecisionWeightsError
-from tests.integration.test_fsdp_sharding import _init, launch
+from tests.integration.test_fsdp_sharding import _init
+from tests.ranks import launch
 
 pytestmark = [pytest.mark.filterwarnings("ignore")]
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ranks import init_gloo, launch
+
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.filterwarnings("ignore")]
 pytest.importorskip("vllm")
 
@@ -89,7 +91,7 @@ def metric(log_dir: Path, key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key)]
 
 
-def _engine_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) -> None:
+def _engine_on_rank(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
@@ -97,8 +99,8 @@ def _engine_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) ->
     from prefix_rft_pl.engines.vllm import VLLMEngine
     from prefix_rft_pl.types import GenerationRequest
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"], OMP_NUM_THREADS="1")
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    init_gloo(rank, port)
     try:
         engine = VLLMEngine(model_dir, dtype="float32", seed=0, max_model_len=256, kv_cache_gib=0.25,
                             enforce_eager=True, rank=rank)  # every rank builds its engine here: a collective
@@ -114,15 +116,9 @@ def _engine_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) ->
 
 
 def test_per_rank_engines_sample_apart_and_leave_the_process_group_working(tmp_path, tiny_model_dir):
-    import socket
-
     import torch
-    import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["TEST_PORT"] = str(s.getsockname()[1])
-    mp.spawn(_engine_on_rank, args=(2, str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    launch(_engine_on_rank, str(tiny_model_dir), str(tmp_path), timeout=300)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["tokens"] != ranks[1]["tokens"]  # the same prompt, seeds 0 and 1
     assert [r["backend"] for r in ranks] == ["external_launcher"] * 2 and [r["total"] for r in ranks] == [3, 3]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from callbacks.weight_sync import VLLMWeightSync, stream_full_tensors
+from tests.ranks import WORLD, init_gloo, launch
 
 
 @pytest.mark.slow
@@ -39,17 +40,16 @@ def test_callback_leaves_engines_that_share_weights_alone():
     VLLMWeightSync().on_train_batch_end(None, module, None, None, 0)
 
 
-def _gather_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) -> None:
+def _gather_on_rank(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModelForCausalLM
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    init_gloo(rank, port)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        mesh = init_device_mesh("cpu", (world_size,))
+        mesh = init_device_mesh("cpu", (WORLD,))
         for layer in model.model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
@@ -62,15 +62,9 @@ def _gather_on_rank(rank: int, world_size: int, model_dir: str, out_dir: str) ->
 
 @pytest.mark.slow
 def test_stream_full_tensors_gathers_fsdp2_shards_on_every_rank(tiny_model_dir, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
     from transformers import AutoModelForCausalLM
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["TEST_PORT"] = str(s.getsockname()[1])
-    mp.spawn(_gather_on_rank, args=(2, str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    launch(_gather_on_rank, str(tiny_model_dir), str(tmp_path), timeout=300)
     reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     expected = {name: p.detach().to(torch.bfloat16) for name, p in reference.named_parameters()}
     for rank in range(2):

@@ -17,6 +17,7 @@ from prefix_rft_pl.engines.checks import (
     logprob_mismatch,
     policy_fingerprints,
 )
+from tests.ranks import WORLD, init_gloo, launch
 
 
 def test_fingerprint_of_two_floats_by_hand():
@@ -155,17 +156,16 @@ def test_logprob_metrics_over_ranks_by_hand(monkeypatch):
         "rollout/logprob_diff_max_rank1": 0.2})
 
 
-def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
+def _fingerprint_on_rank(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    init_gloo(rank, port)
     try:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Embedding(7, 5), torch.nn.Linear(5, 3))  # 7 rows: uneven shards
-        mesh = init_device_mesh("cpu", (world_size,))
+        mesh = init_device_mesh("cpu", (WORLD,))
         fully_shard(model, mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
         assert all(hasattr(p, "full_tensor") for p in model.parameters())
         torch.save(policy_fingerprints(model, BLOCKS, torch.bfloat16), os.path.join(out_dir, f"rank{rank}.pt"))
@@ -175,14 +175,7 @@ def _fingerprint_on_rank(rank: int, world_size: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_fsdp2_shards_give_the_fingerprint_of_the_full_tensors(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["TEST_PORT"] = str(s.getsockname()[1])
-    mp.spawn(_fingerprint_on_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    launch(_fingerprint_on_rank, str(tmp_path), timeout=300)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(7, 5), torch.nn.Linear(5, 3))
     expected = policy_fingerprints(model, BLOCKS, torch.bfloat16)  # one process, whole tensors

@@ -1,4 +1,6 @@
 """`python -m eval_harness run --ckpt PATH [--benchmarks aime24,math500] [--config YAML] ...`
+`python -m eval_harness reproduce --model qwen2.5-math-7b [--plan] ...`: the whole table
+(train every row, evaluate, assemble; see eval_harness/reproduce.py).
 
 Every EvalConfig field is an option (see `run --help`); a YAML/JSON `--config` sets any of
 them, and options after it override it. Lists may be given comma-separated.
@@ -39,7 +41,13 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reproduce"]:
+        from eval_harness.reproduce import main as reproduce_main
+
+        reproduce_main(argv[1:])
+        return {}
+    args = build_parser().parse_args(normalize_argv(argv))
     settings = args.run.as_dict()
     settings.pop("config", None)
     settings.pop("__path__", None)

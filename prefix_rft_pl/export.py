@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+EXPORT_MARKER = "export_complete.json"
 
 
 def export_dir_of(module) -> Path:
@@ -21,5 +24,7 @@ def export_hf(module, out_dir: str | os.PathLike | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         module.policy.save_pretrained(str(out), state_dict=state)
         module.tokenizer.save_pretrained(str(out))
+        # last: a reader (the reproduction harness) takes an export with this file as complete
+        (out / EXPORT_MARKER).write_text(json.dumps({"global_step": module.global_step}))
     module.trainer.strategy.barrier("hf_export")
     return out

@@ -99,3 +99,32 @@ def build_task(
         files[name] = out_dir / f"{name}.jsonl"
         write_jsonl(rows, files[name])
     return files
+
+
+EVAL_SPLITS = ["val", "easy", "hard", "ood_easy", "ood_hard"]
+
+
+def write_eval_splits(task_dir: str | Path) -> dict[str, Path]:
+    """The toy's evaluation splits as eval-harness benchmarks (`{id, problem, answer: [...]}`
+    per line) in `task_dir/eval/<split>.jsonl`, from the held-out files of `build_task`:
+
+    - `val`: held-out problems 100-199 of both ops (learning-rate choice only);
+    - `easy` / `hard`: held-out problems 0-99 (`#` / `&`, 3-digit operands, like training);
+    - `ood_easy` / `ood_hard`: 100 problems with 2-digit operands, which no row trains on.
+    """
+    task_dir = Path(task_dir)
+
+    def heldout(op: str) -> list[dict]:
+        return [json.loads(line) for line in open(task_dir / f"heldout_{op}.jsonl")]
+
+    rows = {"val": heldout("easy")[100:200] + heldout("hard")[100:200],
+            "easy": heldout("easy")[:100], "hard": heldout("hard")[:100]}
+    for split, op in (("ood_easy", "#"), ("ood_hard", "&")):
+        problems = all_problems(op, 2, random.Random(12345 + (op == "&")), 100)
+        rows[split] = [{"problem": p.text, "answer": p.answer} for p in problems]
+    files = {}
+    for split in EVAL_SPLITS:
+        files[split] = task_dir / "eval" / f"{split}.jsonl"
+        write_jsonl([{"id": f"{split}-{i}", "problem": r["problem"], "answer": [r["answer"]]}
+                     for i, r in enumerate(rows[split])], files[split])
+    return files

@@ -340,10 +340,10 @@ def main(argv: list[str]) -> None:
                         "model's selection split (default: each row's own)")
     parser.add_argument("--out", help="default: runs/reproduce/<model>")
     parser.add_argument("--workers", type=int, default=1, help="jobs at a time (CPU toy; on a cluster use --plan)")
-    parser.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--eval-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="EvalConfig fields over the model's protocol (e.g. data_dir=... kv_cache_gib=4)")
-    parser.add_argument("--fit-arg", nargs="*", default=[], metavar="ARG",
-                        help="extra arguments for every fit (e.g. --fit-arg=--trainer.devices=4)")
+    parser.add_argument("--fit-arg", action="append", default=[], metavar="ARG",
+                        help="an extra argument for every fit, repeatable (e.g. --fit-arg=--trainer.devices=4)")
     parser.add_argument("--policy", help="starting policy (default: the config's model.policy)")
     parser.add_argument("--toy-task", default=str(TOY_TASK), help="toy only: the task folder")
     parser.add_argument("--plan", action="store_true", help="print every command with its devices and steps; run nothing")

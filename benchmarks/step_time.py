@@ -33,11 +33,12 @@ def ensure_toy_base() -> None:
         ensure_base(Path("artifacts/toy"), "configs/toy/sft_base.yaml")
 
 
-def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbose: bool = False) -> dict[str, float]:
+def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbose: bool = False,
+                  warmup: int = 2, stat=statistics.mean) -> dict[str, float]:
     """Fit configs/toy/prefix_rft.yaml + `overlay` in a process of its own (CSV logs under tmp/name).
 
-    Returns the mean of each of `phases` over the logged steps after 2 warm-up steps, their sum
-    ("step") and the whole run's wall seconds ("wall (whole run)").
+    Returns `stat` (default: the mean) of each of `phases` over the logged steps after `warmup`
+    warm-up steps (0 for a phase the run never logged), their sum ("step") and the whole run's wall seconds ("wall (whole run)").
     """
     overlay = {**overlay, "trainer": {**overlay.get("trainer", {}), "logger": {
         "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}}}
@@ -48,8 +49,9 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
                     "--config", str(path)], check=True, capture_output=not verbose)
     wall = time.perf_counter() - start
     rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
-    steps = [r for r in rows if r.get("time/rollout_s")][2:]
-    out = {k: statistics.mean(float(r[k]) for r in steps if r.get(k)) for k in phases}
+    steps = [r for r in rows if r.get("time/rollout_s")][warmup:]
+    values = {k: [float(r[k]) for r in steps if r.get(k)] for k in phases}
+    out = {k: stat(v) if v else 0.0 for k, v in values.items()}  # a phase never run (skipped) costs 0
     out["step"] = sum(out[k] for k in phases)
     out["wall (whole run)"] = wall
     return out

@@ -1,5 +1,6 @@
 """Machinery of the baseline rows (SPEC 3) that is not a per-token weight: UFT's hints,
-ReLIFT's buffer, the prompts of an optimisation mini-batch. Pure functions; module.py calls them.
+ReLIFT's buffer, the prompts of an optimisation mini-batch. Pure functions, which module.py
+calls, and ReLIFT's SFT step (`relift_step`), which runs on the module.
 
 Sources (read, not copied):
 - UFT, liumy2010/UFT @ ad3c8ec7d258d4e4cf3f359dd75925d0f127a520, verl/utils/dataset/rl_dataset.py
@@ -82,3 +83,26 @@ def mini_batch_prompts(rows: slice, group_size: int) -> slice:
     """The prompts whose trajectories lie in `rows` (trajectories are prompt-major, G each);
     a prompt whose group a mini-batch boundary cuts belongs to both mini-batches."""
     return slice(rows.start // group_size, -(-rows.stop // group_size))
+
+
+def relift_step(module, batch, rewards) -> None:
+    """ReLIFT: queue prompts whose G rollouts all failed in one buffer shared by all ranks
+    (every rank holds the same copy, in rank order); once it holds a global batch, every rank
+    takes its share of it and all take one SFT step together. The step is not counted.
+    Not pure: the module's step (moved here to keep module.py short); `module` is the PrefixRFTModule."""
+    from prefix_rft_pl.distributed import all_gather_objects, take_share
+
+    hp = module.hparams
+    failed = [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
+    global_batch = int(module._gather_counts(len(batch)).sum())
+    todo, module.relift_buffer = relift_buffer_step(module.relift_buffer, all_gather_objects(failed), global_batch)
+    sft_steps = 0
+    if todo:
+        module._demo_sft_backward(take_share(todo, module.global_rank, module.trainer.world_size), 1.0,
+                                  hp.relift_sft_entropy_coef)
+        # its own optimiser, bare: not a training step
+        module._optimizer_step(module._optimizer(1).optimizer, hp.relift_sft_max_grad_norm)
+        sft_steps = 1
+    module.relift_sft_steps += sft_steps
+    module.log_dict({"train/relift_buffer": float(len(module.relift_buffer)),
+                     "train/relift_sft_steps": float(module.relift_sft_steps)})

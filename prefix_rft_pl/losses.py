@@ -153,3 +153,38 @@ def low_var_kl(
     log_ratio = ref_logprobs - logprobs                                       # [N, T] log r
     kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-bound, bound)          # [N, T]
     return coef * kl * mask
+
+
+def aggregate(
+    kind: str,                 # constant (Dr. GRPO), token_mean, token_sum, seq_mean_token_mean
+    per_token: Tensor,         # [N, T]
+    mask: Tensor,              # [N, T] True = response token
+    normaliser: float,         # trajectories (constant, seq_mean_token_mean) or tokens (token_mean), all ranks
+    max_response_tokens: int,  # the constant of Dr. GRPO and of token_sum
+) -> Tensor:                   # scalar
+    """The aggregation chosen by `kind` (the module's `aggregation`)."""
+    if kind == "constant":
+        return aggregate_constant(per_token, normaliser, max_response_tokens)
+    if kind == "token_mean":
+        return aggregate_token_mean(per_token, normaliser)
+    if kind == "token_sum":
+        return aggregate_token_sum(per_token, max_response_tokens)
+    return aggregate_seq_mean_token_mean(per_token, mask, normaliser)
+
+
+def regularisers(
+    logprobs: Tensor,             # [N, T] current policy
+    entropy: Tensor | None,       # [N, T] differentiable entropy, or None (no bonus)
+    ref_logprobs: Tensor | None,  # [N, T] reference policy, or None (no KL)
+    mask: Tensor,                 # [N, T] True = response token
+    num_tokens: float,            # response tokens of the optimisation mini-batch, all ranks
+    entropy_coef: float,
+    kl_coef: float,
+) -> Tensor:                      # scalar
+    """Token means over the mini-batch's response tokens of the entropy bonus and the KL term."""
+    per_token = torch.zeros_like(logprobs)
+    if entropy is not None:
+        per_token = per_token + entropy_bonus(entropy, mask, entropy_coef)
+    if ref_logprobs is not None:
+        per_token = per_token + low_var_kl(logprobs, ref_logprobs, mask, kl_coef)
+    return aggregate_token_mean(per_token, num_tokens)

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from prefix_rft_pl import losses
+from prefix_rft_pl import losses, passes
 from prefix_rft_pl.engines.base import SamplingConfig
 from prefix_rft_pl.distributed import mini_batch_slices
 from prefix_rft_pl.prefix import (
@@ -263,22 +263,32 @@ class PrefixRFTModule(L.LightningModule):
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), hp.group_size)        # [B, G]
         baseline = ~is_hybrid if hp.advantage_baseline == "ordinary" and hp.num_hybrid < hp.group_size else None
         advantages = losses.group_advantages(rewards, baseline, hp.advantage_std).view(-1)  # [N]
+        regularised = hp.entropy_coef > 0 or hp.kl_coef > 0
+        reuse = passes.reuses_old_logprobs(hp.ppo_epochs, hp.mini_batches, hp.tis_cap)
         # decided over all ranks: the forward passes and the engine check below are collectives
         if hp.prefix_rule != "sft" or int(self._gather_counts(int(tb.generated_mask.any())).max()) > 0:
+            candidates = passes.rows_with_gradient(advantages[:, None] * tb.mask, tb.prefix_mask, hp.prefix_rule, regularised)
+            pass_rows = passes.separate_pass_rows(reuse, candidates, tb.prefix_mask)  # [N]
             with self._timed("logprob"):
-                old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False)
-            self._check_engine(old_logprobs, tb)
+                old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False, rows=pass_rows)
+            self._check_engine_weights()
             kept = self._select_prefix(entropy, tb.prefix_mask)                   # [N, T]
         else:  # pure SFT: no ratio, no advantage, no selection -- skip the extra forward pass
-            old_logprobs, entropy, kept = torch.zeros(tb.mask.shape), None, tb.prefix_mask
+            old_logprobs, entropy, kept, reuse = torch.zeros(tb.mask.shape), None, tb.prefix_mask, False
         token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
         is_weights = self._is_weights(old_logprobs, tb)
         ref_logprobs = self._forward_logprobs(tb, False, False, self.reference)[0] if hp.kl_coef > 0 else None
+        update_rows = passes.rows_with_gradient(token_advantages, tb.prefix_mask, hp.prefix_rule, regularised)
         with self._timed("update"):
-            loss, grad_norm = self._update(tb, old_logprobs, token_advantages, is_weights, sft_items, ref_logprobs)
+            loss, grad_norm, current = self._update(tb, None if reuse else old_logprobs, token_advantages, is_weights,
+                                                    sft_items, ref_logprobs, update_rows)
             if hp.relift:
-                self._relift_step(batch, rewards)
-        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats)
+                from prefix_rft_pl.baselines import relift_step
+
+                relift_step(self, batch, rewards)
+        if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
+            old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b) for a, b in zip((old_logprobs, entropy), current))
+        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats, old_logprobs if entropy is not None else None)
         out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
                "advantages": advantages.view(len(batch), hp.group_size)}
         return out if entropy is None else {**out, "entropy": entropy}
@@ -330,11 +340,14 @@ class PrefixRFTModule(L.LightningModule):
                  "reward/no_answer": result.num_no_answer}
         return rewards, stats
 
-    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool, model=None):
+    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool, model=None, rows=None):
         """Log-probs (and entropies) of every response token under `model` (default: the policy),
-        micro-batch by micro-batch."""
+        micro-batch by micro-batch; with `rows` ([N] bool), of those rows only (0, entropy NaN, elsewhere)."""
         from prefix_rft_pl.forward import response_logprobs
 
+        if rows is not None and not rows.all():
+            lp, ent = self._forward_logprobs(tb.select(rows), with_entropy, grad, model)
+            return passes.scatter_rows(lp, rows, 0.0), None if ent is None else passes.scatter_rows(ent, rows, float("nan"))
         model = self.policy if model is None else model
         outs, ents = [], []
         with torch.set_grad_enabled(grad):
@@ -346,8 +359,9 @@ class PrefixRFTModule(L.LightningModule):
                     continue  # a padding micro-batch: only there to match the other ranks' collectives
                 outs.append(lp.cpu())
                 ents.append(ent.cpu() if ent is not None else None)
-        entropy = torch.cat(ents) if with_entropy else None
-        return torch.cat(outs), entropy
+        if not outs:  # no rows on this rank
+            return torch.zeros(tb.mask.shape), torch.zeros(tb.mask.shape) if with_entropy else None
+        return torch.cat(outs), torch.cat(ents) if with_entropy else None
 
     def _micro_batches(self, n: int) -> list[slice | None]:
         """Row slices of `micro_batch_size`, then None (a padding micro-batch) up to the largest
@@ -380,16 +394,15 @@ class PrefixRFTModule(L.LightningModule):
         total = self.trainer.strategy.reduce(torch.tensor(float(count), device=self.device), reduce_op="sum")
         return float(total) / self.trainer.world_size
 
-    def _check_engine(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> None:
-        """Stop when the engine sampled from other weights than pi_old; log the log-prob gap (collectives)."""
-        from prefix_rft_pl.engines.checks import check_engine_weights, logprob_metrics
+    def _check_engine_weights(self) -> None:
+        """Stop when the engine sampled from other weights than pi_old (a collective); before the update."""
+        from prefix_rft_pl.engines.checks import check_engine_weights
 
         fingerprint = getattr(self.engine, "pop_weights_fingerprint", None)  # engines with their own weights (vLLM)
         if fingerprint is not None:
             with self._timed("weight_check"):  # the trainer's side; the engine's is inside time/rollout_s
                 verified = check_engine_weights(self.policy, fingerprint(), self.engine.dtype, self.global_step)
             self.log("rollout/weights_verified", float(verified))  # tensors compared exactly
-        self.log_dict(logprob_metrics(old_logprobs, tb.engine_logprobs, tb.generated_mask))
 
     def _is_weights(self, old_logprobs: Tensor, tb: TrajectoryBatch) -> Tensor | None:
         if self.hparams.tis_cap is None:
@@ -416,8 +429,11 @@ class PrefixRFTModule(L.LightningModule):
         start = int(counts[: self.global_rank].sum()) if len(counts) > 1 else 0
         return kept[start:start + entropy.shape[0], : entropy.shape[1]]
 
-    def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
-                is_weights: Tensor | None, items, ref_logprobs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
+                is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor):
+        """The optimiser steps on rows `update_rows` ([N] bool; the others have no gradient). Without
+        `old_logprobs` (one step per batch), the forward's own, detached. Returns the loss, the
+        grad norm and the last mini-batch's detached log-probs and entropies ([N, T], NaN off its rows)."""
         from prefix_rft_pl.baselines import mini_batch_prompts
 
         hp = self.hparams
@@ -426,16 +442,17 @@ class PrefixRFTModule(L.LightningModule):
         total, grad_norm = torch.zeros(()), torch.zeros(())
         for _ in range(hp.ppo_epochs):
             for rows in mini_batch_slices(n, hp.mini_batches):  # the same count on every rank
-                total = self._mini_batch_backward(tb.select(rows), old_logprobs[rows], token_advantages[rows],
-                                                  None if is_weights is None else is_weights[rows],
-                                                  None if ref_logprobs is None else ref_logprobs[rows])
+                total, current = self._mini_batch_backward(
+                    tb.select(rows), None if old_logprobs is None else old_logprobs[rows], token_advantages[rows],
+                    None if is_weights is None else is_weights[rows], None if ref_logprobs is None else ref_logprobs[rows],
+                    update_rows[rows])
                 if hp.demo_sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
                     total = total + self._demo_sft_backward(items[mini_batch_prompts(rows, hp.group_size)],
                                                             hp.demo_sft_coef)
                 grad_norm = self._optimizer_step(optimizer)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        return total, grad_norm.detach().cpu()
+        return total, grad_norm.detach().cpu(), current
 
     def _optimizer_step(self, optimizer, max_grad_norm: float | None = None) -> Tensor:
         """Clip (default: `max_grad_norm`) and step. `optimizer` is Lightning's wrapper (the step counts
@@ -469,29 +486,6 @@ class PrefixRFTModule(L.LightningModule):
             total += loss.detach().cpu() if rows is not None else 0.0
         return total
 
-    def _relift_step(self, batch: PromptDemoBatch, rewards: Tensor) -> None:
-        """ReLIFT: queue prompts whose G rollouts all failed in one buffer shared by all ranks
-        (every rank holds the same copy, in rank order); once it holds a global batch, every rank
-        takes its share of it and all take one SFT step together. The step is not counted."""
-        from prefix_rft_pl.distributed import all_gather_objects, take_share
-
-        from prefix_rft_pl.baselines import relift_buffer_step
-
-        hp = self.hparams
-        failed = [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
-        global_batch = int(self._gather_counts(len(batch)).sum())
-        todo, self.relift_buffer = relift_buffer_step(self.relift_buffer, all_gather_objects(failed), global_batch)
-        sft_steps = 0
-        if todo:
-            self._demo_sft_backward(take_share(todo, self.global_rank, self.trainer.world_size), 1.0,
-                                    hp.relift_sft_entropy_coef)
-            # its own optimiser, bare: not a training step
-            self._optimizer_step(self._optimizer(1).optimizer, hp.relift_sft_max_grad_norm)
-            sft_steps = 1
-        self.relift_sft_steps += sft_steps
-        self.log_dict({"train/relift_buffer": float(len(self.relift_buffer)),
-                       "train/relift_sft_steps": float(self.relift_sft_steps)})
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["relift"] = {"buffer": self.relift_buffer, "sft_steps": self.relift_sft_steps}
 
@@ -499,65 +493,53 @@ class PrefixRFTModule(L.LightningModule):
         state = checkpoint.get("relift", {})
         self.relift_buffer, self.relift_sft_steps = list(state.get("buffer", [])), state.get("sft_steps", 0)
 
-    def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor, token_advantages: Tensor,
-                             is_weights: Tensor | None, ref_logprobs: Tensor | None = None) -> Tensor:
-        """Accumulate the gradient of one optimiser step; returns the mini-batch loss."""
+    def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
+                             is_weights: Tensor | None, ref_logprobs: Tensor | None, update_rows: Tensor):
+        """Accumulate the gradient of one optimiser step over rows `update_rows` (normalised over all
+        rows); returns the mini-batch loss and the rows' detached log-probs and entropies."""
         from prefix_rft_pl.forward import response_logprobs
 
         hp = self.hparams
         normaliser = self._normaliser(tb)
         regularised = hp.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
         num_tokens = self._global_mean_count(float(tb.mask.sum())) if regularised else 0.0
-        total = torch.zeros(())
-        for rows in self._micro_batches(len(tb.response_ids)):
-            if rows is None:  # padding micro-batch: matches the other ranks' collectives, adds no gradient
+        total, index = torch.zeros(()), update_rows.nonzero().squeeze(-1)          # [n] rows with a gradient
+        current = torch.full(tb.mask.shape, float("nan")), torch.full(tb.mask.shape, float("nan"))
+        # no row on any rank: one padding micro-batch still makes the gradients 0 (AdamW steps on them)
+        for part in self._micro_batches(len(index)) or [None]:
+            if part is None:  # padding micro-batch: matches the other ranks' collectives, adds no gradient
                 mb = self._padding_batch()
                 logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
                 self.manual_backward(logprobs.sum() * 0.0)
                 continue
+            rows = index[part]
             mb = tb.select(rows)
             logprobs, entropy = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size,
-                                                  hp.entropy_coef > 0, entropy_grad=hp.entropy_coef > 0)
+                                                  hp.entropy_coef > 0 or old_logprobs is None, hp.entropy_coef > 0)
+            if old_logprobs is None:
+                current[0][rows], current[1][rows] = logprobs.detach().cpu(), entropy.detach().cpu()
+            old = logprobs.detach() if old_logprobs is None else old_logprobs[rows].to(logprobs.device)
             per_token = losses.token_losses(
-                logprobs, old_logprobs[rows].to(logprobs.device), token_advantages[rows].to(logprobs.device),
+                logprobs, old, token_advantages[rows].to(logprobs.device),
                 mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device), hp.prefix_rule,
                 hp.eps_low, hp.eps_high, hp.dual_clip, hp.shaping_gamma, hp.prefix_sft_weight)
             if is_weights is not None:
                 per_token = per_token * is_weights[rows].to(per_token.device)
-            loss = self._aggregate(per_token, mb.mask.to(per_token.device), normaliser)
+            loss = losses.aggregate(hp.aggregation, per_token, mb.mask.to(per_token.device), normaliser,
+                                    hp.max_response_tokens)
             if regularised:
                 ref = None if ref_logprobs is None else ref_logprobs[rows].to(logprobs.device)
-                loss = loss + self._regularisers(logprobs, entropy, ref, mb.mask.to(logprobs.device), num_tokens)
+                loss = loss + losses.regularisers(logprobs, entropy if hp.entropy_coef > 0 else None, ref, mb.mask.to(logprobs.device), num_tokens,
+                                                  hp.entropy_coef, hp.kl_coef)
             self.manual_backward(loss)
             total += loss.detach().cpu()
-        return total
-
-    def _regularisers(self, logprobs: Tensor, entropy: Tensor | None, ref_logprobs: Tensor | None,
-                      mask: Tensor, num_tokens: float) -> Tensor:
-        """Token means over the mini-batch's response tokens of the entropy bonus and the KL term."""
-        hp = self.hparams
-        per_token = torch.zeros_like(logprobs)
-        if entropy is not None:
-            per_token = per_token + losses.entropy_bonus(entropy, mask, hp.entropy_coef)
-        if ref_logprobs is not None:
-            per_token = per_token + losses.low_var_kl(logprobs, ref_logprobs, mask, hp.kl_coef)
-        return losses.aggregate_token_mean(per_token, num_tokens)
+        return total, current
 
     def _normaliser(self, tb: TrajectoryBatch) -> float:
         """The aggregation's denominator over the whole (all-rank) optimisation mini-batch."""
         if self.hparams.aggregation == "token_mean":
             return self._global_mean_count(float(tb.mask.sum()))
         return self._global_mean_count(len(tb.response_ids))  # trajectories, summed over ranks
-
-    def _aggregate(self, per_token: Tensor, mask: Tensor, normaliser: float) -> Tensor:
-        hp = self.hparams
-        if hp.aggregation == "constant":
-            return losses.aggregate_constant(per_token, normaliser, hp.max_response_tokens)
-        if hp.aggregation == "token_mean":
-            return losses.aggregate_token_mean(per_token, normaliser)
-        if hp.aggregation == "token_sum":
-            return losses.aggregate_token_sum(per_token, hp.max_response_tokens)
-        return losses.aggregate_seq_mean_token_mean(per_token, mask, normaliser)
 
     # ---------------------------------------------------------------- logging
     @contextmanager
@@ -567,10 +549,13 @@ class PrefixRFTModule(L.LightningModule):
         self.timings[phase] = time.perf_counter() - start
         self.log(f"time/{phase}_s", self.timings[phase])
 
-    def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats) -> None:
+    def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats, old_logprobs) -> None:
         from datamodules.prompt_demo import skip_metrics
+        from prefix_rft_pl.engines.checks import logprob_metrics
         from prefix_rft_pl.step_metrics import rollout_metrics
 
+        if old_logprobs is not None:  # the trainer/engine gap on every generated token (a collective)
+            self.log_dict(logprob_metrics(old_logprobs, tb.engine_logprobs, tb.generated_mask))
         self.log_dict({"train/loss": loss, "train/grad_norm": grad_norm, **rollout_metrics(rewards, is_hybrid, tb),
                        **{k: float(v) for k, v in reward_stats.items()}, **skip_metrics(self.trainer)})
         self.log("reward", rewards.mean(), prog_bar=True)

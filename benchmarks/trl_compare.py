@@ -32,6 +32,8 @@ each figure is the median of the R per-run medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import tempfile
@@ -104,7 +106,7 @@ class _MathVerifyForTRL:
         return self.reward(list(completions), [[a] for a in answer]).rewards
 
 
-def run_trl(tmp: Path) -> dict[str, float]:
+def run_trl(tmp: Path, verbose: bool) -> dict[str, float]:
     """TRL's GRPOTrainer on the same work, in this process; the median step (as above)."""
     import torch
     from datasets import Dataset
@@ -138,7 +140,8 @@ def run_trl(tmp: Path) -> dict[str, float]:
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
                           processing_class=AutoTokenizer.from_pretrained("artifacts/toy/base"), callbacks=[timer])
     try:
-        trainer.train()
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):  # its log lines
+            trainer.train()
     finally:
         reward.reward.close()
     steps = [b - a for a, b in zip(timer.ends, timer.ends[1:])][WARMUP:]
@@ -152,7 +155,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     ensure_toy_base()
-    runs = {"TRL (hf)": lambda tmp: run_trl(tmp),
+    runs = {"TRL (hf)": lambda tmp: run_trl(tmp, args.verbose),
             "RFT (hf)": lambda tmp: run_project("rft_hf", True, "hf", tmp, args.verbose),
             "Prefix-RFT (hf)": lambda tmp: run_project("prefix_hf", False, "hf", tmp, args.verbose)}
     if not args.no_vllm:

@@ -52,7 +52,7 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
     steps = [r for r in rows if r.get("time/rollout_s")][warmup:]
     values = {k: [float(r[k]) for r in steps if r.get(k)] for k in phases}
     out = {k: stat(v) if v else 0.0 for k, v in values.items()}  # a phase never run (skipped) costs 0
-    out["step"] = sum(out[k] for k in phases)
+    out["step"] = sum(out[k] for k in phases if k.startswith("time/"))
     out["wall (whole run)"] = wall
     return out
 

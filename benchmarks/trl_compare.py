@@ -47,7 +47,7 @@ from benchmarks.step_time import ensure_toy_base, timed_toy_fit
 
 WARMUP, TIMED = 3, 17
 PROMPTS, GROUP, MAX_TOKENS, LR = 16, 8, 40, 1e-4
-PHASES = ["time/step_s", "time/rollout_s", "time/logprob_s", "time/update_s"]
+PHASES = ["time/step_s", "time/rollout_s", "time/logprob_s", "time/update_s", "train/update_rows"]
 CONFIG, RFT_ROW = Path("configs/toy/prefix_rft.yaml"), Path("configs/toy/rows/rft.yaml")
 VLLM_OPTIONS = {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1}  # as benchmarks/step_time.py
 TARGETS = [("Prefix-RFT (hf) / TRL (hf)", "Prefix-RFT (hf)", "TRL (hf)", 0.85),
@@ -177,10 +177,14 @@ def report(median: dict[str, dict[str, float]], repeats: int) -> None:
           f"{MAX_TOKENS} tokens, lr {LR:g}, Dr. GRPO, 1 optimiser step per batch, float32, CPU")
     print(f"median whole-step seconds over {TIMED} steps after {WARMUP} warm-up steps"
           + (f", median of {repeats} interleaved runs" if repeats > 1 else ""))
-    print(f"{'run':<20}{'s/step':>8}{'rollout':>9}{'logprob':>9}{'update':>8}")
+    print(f"{'run':<20}{'s/step':>8}{'rollout':>9}{'logprob':>9}{'update':>8}{'rows':>7}{'ms/row':>8}")
     for name, m in median.items():
-        phases = "".join(f"{m[k]:>{w}.3f}" if k in m else f"{'-':>{w}}" for k, w in zip(PHASES[1:], (9, 9, 8)))
-        print(f"{name:<20}{m['time/step_s']:>8.3f}{phases}")
+        phases = "".join(f"{m[k]:>{w}.3f}" if k in m else f"{'-':>{w}}" for k, w in zip(PHASES[1:4], (9, 9, 8)))
+        rows = m.get("train/update_rows", 1.0) * PROMPTS * GROUP  # trajectories in the update (TRL: all)
+        per_row = f"{1000 * m['time/update_s'] / rows:>8.2f}" if "time/update_s" in m and rows else f"{'-':>8}"
+        print(f"{name:<20}{m['time/step_s']:>8.3f}{phases}{rows:>7.0f}{per_row}")
+    print("rows: trajectories in the update (median; a row whose every token has advantage 0 adds nothing and "
+          "is left out); ms/row: update time per such row")
     print(f"{'ratio':<32}{'value':>7}{'target':>8}")
     for label, num, den, target in TARGETS:
         if num in median and den in median:

@@ -279,6 +279,7 @@ class PrefixRFTModule(L.LightningModule):
         is_weights = self._is_weights(old_logprobs, tb)
         ref_logprobs = self._forward_logprobs(tb, False, False, self.reference)[0] if hp.kl_coef > 0 else None
         update_rows = passes.rows_with_gradient(token_advantages, tb.prefix_mask, hp.prefix_rule, regularised)
+        self.log("train/update_rows", update_rows.float().mean())  # the rest add nothing to the gradient
         with self._timed("update"):
             loss, grad_norm, current = self._update(tb, None if reuse else old_logprobs, token_advantages, is_weights,
                                                     sft_items, ref_logprobs, update_rows)
@@ -504,6 +505,7 @@ class PrefixRFTModule(L.LightningModule):
         regularised = hp.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
         num_tokens = self._global_mean_count(float(tb.mask.sum())) if regularised else 0.0
         total, index = torch.zeros(()), update_rows.nonzero().squeeze(-1)          # [n] rows with a gradient
+        index = index[tb.attention_mask[index].sum(-1).argsort(stable=True)]  # by length: micro-batches pad less
         current = torch.full(tb.mask.shape, float("nan")), torch.full(tb.mask.shape, float("nan"))
         # no row on any rank: one padding micro-batch still makes the gradients 0 (AdamW steps on them)
         for part in self._micro_batches(len(index)) or [None]:

@@ -153,6 +153,7 @@ class Request:
     fit_overrides: list[str] = field(default_factory=list)  # extra LightningCLI arguments
     policy: str | None = None         # the starting policy; None: the config's model.policy
     toy_task: Path = TOY_TASK         # the toy's task folder (its eval/ splits are the toy's benchmarks)
+    command: str = ""                 # the command line, for the table
 
 
 def run_dir(req: Request, row: str, seed: int, lr: float | None, sft_lr: float | None = None) -> Path:
@@ -349,7 +350,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--plan", action="store_true", help="print every command with its devices and steps; run nothing")
     args = parser.parse_args(argv)
     req = Request(args.model, Path(args.out or f"runs/reproduce/{args.model}"), args.rows, args.seeds, args.steps,
-                  args.lrs, parse_overrides(args.eval_set), args.fit_arg, args.policy, Path(args.toy_task))
+                  args.lrs, parse_overrides(args.eval_set), args.fit_arg, args.policy, Path(args.toy_task),
+                  "python -m eval_harness reproduce " + " ".join(argv))
     if args.plan:
         jobs, notes = plan(req)
         print(f"# {len(jobs)} jobs for {req.model} into {req.out}; each starts once the jobs after= names are done; "

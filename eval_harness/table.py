@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from pathlib import Path
 
 from eval_harness.report import PUBLISHED
@@ -71,7 +70,7 @@ def write_table(req, jobs) -> dict:
     data = collect(jobs, spec.reported, spec.average)
     data["rows"] = {r: data["rows"][r] for r in ROWS if r in data["rows"]}
     published = PUBLISHED.get(spec.published or "", {})
-    table = {"model": req.model, "command": "python -m eval_harness " + " ".join(sys.argv[1:]),
+    table = {"model": req.model, "command": req.command,
              "reported": list(spec.reported), "average_over": list(spec.average), "seeds": req.seeds,
              "steps": req.steps, "lrs": req.lrs, **data,
              "published": {r: published[r] for r in data["rows"] if r in published}}

@@ -76,5 +76,6 @@ def test_killed_in_the_second_row_resumes_without_redoing_the_first(tmp_path, ti
     assert {p: p.stat().st_mtime_ns for p in first} == first
     table, reference = (json.loads((out / "table.json").read_text()) for out in (killed, whole))
     assert list(table["rows"]) == ["sft", "sft_rft"] and scores(table) == scores(reference)
+    assert table["command"].startswith("python -m eval_harness reproduce --model toy --rows sft sft_rft")
     assert samples(killed) == samples(whole) and len(samples(whole)) == 4 * 4  # 4 runs x 4 reported splits
     assert (killed / "table.md").is_file() and (killed / "table.png").is_file()

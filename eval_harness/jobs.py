@@ -40,6 +40,16 @@ class Job:
             return False
         return all(saved.get(k) == v for k, v in self.protocol.items())
 
+    def results(self) -> dict | None:
+        """A finished evaluation's per-benchmark results (its results.json), else None."""
+        return json.loads(self.marker.read_text())["benchmarks"] if self.done() else None
+
+
+def selection_score(job: Job) -> float | None:
+    """Mean score over the benchmarks of a finished (selection) evaluation, else None."""
+    results = job.results()
+    return None if results is None else sum(m["score"] for m in results.values()) / len(results)
+
 
 def describe(jobs: list[Job], notes: list[str]) -> str:
     """The plan as text: one block per job, the command on its own line."""

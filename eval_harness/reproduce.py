@@ -38,7 +38,8 @@ from pathlib import Path
 import yaml
 
 from eval_harness.config import PAPER_BENCHMARKS, EvalConfig
-from eval_harness.jobs import Job, describe, execute
+from eval_harness.jobs import Job, describe, execute, selection_score
+from prefix_rft_pl.export import EXPORT_MARKER
 
 ROWS = ["base", "sft", "rft", "sft_rft", "rl_sft_loss", "luffy", "relift", "uft", "prefix_rft"]
 ROW_FILES = {"sft_rft": "rft", "prefix_rft": None, "base": None}  # else configs/toy/rows/<row>.yaml
@@ -59,7 +60,6 @@ class ModelSpec:
     eval_devices: int = 1
 
 
-TOY_SPLITS = ("val", "easy", "hard", "ood_easy", "ood_hard")
 PAPER_EVAL = {"data_parallel_size": 8}  # one vLLM engine per GPU of a node
 # LUFFY's SFT baseline (README of ElliottYan/LUFFY at 01f4ae0: OpenRLHF train_sft, --learning_rate 5e-5;
 # it trains 3 epochs, here the RL rows' budget of steps).
@@ -161,10 +161,10 @@ def run_dir(req: Request, row: str, seed: int, lr: float | None, sft_lr: float |
     return req.out / row / (name + (f"_from_sft_lr{sft_lr:g}" if sft_lr is not None else ""))
 
 
-def eval_job(req: Request, spec: ModelSpec, name: str, ckpt: str, out: Path, benchmarks: list[str],
+def eval_job(req: Request, spec: ModelSpec, base: dict, name: str, ckpt: str, out: Path, benchmarks: list[str],
              after: list[str]) -> Job:
+    """`base`: the model's config (the training template is the evaluation's unless the protocol sets one)."""
     settings = {**spec.protocol, **req.eval_overrides, "ckpt": ckpt, "out": str(out), "benchmarks": benchmarks}
-    base = read_yaml(spec.config)
     settings.setdefault("template", base.get("data", {}).get("init_args", {}).get("template", "auto"))
     write_once(out.parent / f"{out.name}.yaml", settings)
     protocol = EvalConfig(**settings).protocol()
@@ -177,15 +177,12 @@ def benchmark_specs(req: Request, names) -> list[str]:
     return [str(req.toy_task / "eval" / f"{n}.jsonl") for n in names] if req.model == "toy" else list(names)
 
 
-def fit_job(req: Request, spec: ModelSpec, row: str, seed: int, lr: float | None, policy: str | None,
+def fit_job(req: Request, spec: ModelSpec, base: dict, row: str, seed: int, lr: float | None, policy: str | None,
             sft_lr: float | None = None, after: list[str] | None = None) -> tuple[Job, Path]:
-    base = read_yaml(spec.config)
+    """`base`: the model's config, which the row's config and the overlay go on."""
     batches = req.steps or base["trainer"]["max_steps"]
     run = run_dir(req, row, seed, lr, sft_lr)
-    if lr is None and row == "sft" and spec.sft_learning_rate is not None:
-        lr_value = spec.sft_learning_rate
-    else:
-        lr_value = lr
+    lr_value = spec.sft_learning_rate if lr is None and row == "sft" else lr  # None: the row file's rate
     settings = overlay(base, row, run, seed, batches, lr_value, policy or req.policy)
     write_once(run / "overlay.yaml", settings)
     row_file = ROW_FILES.get(row, row)
@@ -193,17 +190,9 @@ def fit_job(req: Request, spec: ModelSpec, row: str, seed: int, lr: float | None
             *(["--config", f"configs/toy/rows/{row_file}.yaml"] if row_file else []),
             *req.fit_overrides, "--config", str(run / "overlay.yaml"), "--ckpt_path", "last"]
     export = run / "train" / "hf_export"
-    job = Job("fit", f"{row}/{run.name}", argv, fit_devices(base), export / "export_complete.json",
+    job = Job("fit", f"{row}/{run.name}", argv, fit_devices(base), export / EXPORT_MARKER,
               steps=settings["trainer"]["max_steps"], after=after or [])
     return job, export
-
-
-def selection_score(job: Job) -> float | None:
-    """Mean score over the selection benchmarks of a finished selection evaluation, else None."""
-    if not job.done():
-        return None
-    results = json.loads(job.marker.read_text())["benchmarks"]
-    return sum(m["score"] for m in results.values()) / len(results)
 
 
 def choose_lr(scores: dict[float, list[float | None]], grid: list[float]) -> float | None:
@@ -218,11 +207,12 @@ def choose_lr(scores: dict[float, list[float | None]], grid: list[float]) -> flo
 def plan(req: Request) -> tuple[list[Job], list[str]]:
     """Every job that can be written down now, and notes on those that cannot yet (they wait
     for a learning-rate choice)."""
-    spec = MODELS[req.model]
     unknown = [r for r in req.rows if r not in ROWS]
     if unknown or req.model not in MODELS:
         raise ValueError(f"unknown rows {unknown} or model {req.model!r}: rows are {ROWS}, models {list(MODELS)}")
-    base_policy = req.policy or read_yaml(spec.config)["model"]["policy"]
+    spec = MODELS[req.model]
+    base = read_yaml(spec.config)
+    base_policy = req.policy or base["model"]["policy"]
     grid = req.lrs if req.lrs and len(req.lrs) > 1 else None
     lrs = req.lrs or [None]
     reported = benchmark_specs(req, spec.reported)
@@ -233,20 +223,20 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
     notes: list[str] = []
     selections: dict[str, dict[tuple, Job]] = {}  # row -> (lr, seed) -> selection evaluation
     if "base" in req.rows:
-        jobs.append(eval_job(req, spec, "base", base_policy, req.out / "base" / "eval", reported, []))
+        jobs.append(eval_job(req, spec, base, "base", base_policy, req.out / "base" / "eval", reported, []))
         jobs[-1].meta = {"row": "base", "seed": None, "lr": None}
 
     def trained(row: str, seed: int, lr, policy=None, sft_lr=None, after=None) -> Job:
-        fit, export = fit_job(req, spec, row, seed, lr, policy, sft_lr, after)
+        fit, export = fit_job(req, spec, base, row, seed, lr, policy, sft_lr, after)
         run = export.parent.parent
         jobs.append(fit)
         if grid:
-            selection = eval_job(req, spec, f"{fit.name}/select", str(export), run / "eval_select", select, [fit.id])
+            selection = eval_job(req, spec, base, f"{fit.name}/select", str(export), run / "eval_select", select, [fit.id])
             selection.meta = {"row": row, "seed": seed, "lr": lr, "select": True}
             selections.setdefault(row, {})[(lr, seed)] = selection
             jobs.append(selection)
         elif row in req.rows:
-            jobs.append(eval_job(req, spec, fit.name, str(export), run / "eval", reported, [fit.id]))
+            jobs.append(eval_job(req, spec, base, fit.name, str(export), run / "eval", reported, [fit.id]))
             jobs[-1].meta = {"row": row, "seed": seed, "lr": lr}
         return fit
 
@@ -265,7 +255,7 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
             notes.append("sft_rft: every grid value, from the SFT run at SFT's chosen rate (once SFT's selection "
                          "evaluations are done)")
         for seed in req.seeds if not grid or sft_lr is not None else []:
-            sft_fit, sft_export = fit_job(req, spec, "sft", seed, sft_lr, None)
+            sft_fit, sft_export = fit_job(req, spec, base, "sft", seed, sft_lr, None)
             for lr in lrs:
                 trained("sft_rft", seed, lr, str(sft_export), sft_lr if grid else None, [sft_fit.id])
     for row in [r for r in req.rows if r != "base"] if grid else []:
@@ -277,7 +267,7 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
         for seed in req.seeds:
             selection = selections[row][(lr, seed)]
             run = selection.marker.parent.parent
-            jobs.append(eval_job(req, spec, selection.name.removesuffix("/select"), str(run / "train" / "hf_export"),
+            jobs.append(eval_job(req, spec, base, selection.name.removesuffix("/select"), str(run / "train" / "hf_export"),
                                  run / "eval", reported, [selection.id]))
             jobs[-1].meta = {"row": row, "seed": seed, "lr": lr}
     return jobs, notes
@@ -358,4 +348,5 @@ def main(argv: list[str]) -> None:
               "a (done) job is skipped when the harness runs them")
         print(describe(jobs, notes))
         return
-    print((req.out / "table.md").read_text() if reproduce(req, args.workers) else "")
+    reproduce(req, args.workers)
+    print((req.out / "table.md").read_text())

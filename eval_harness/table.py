@@ -12,6 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
+from eval_harness.jobs import selection_score
 from eval_harness.report import PUBLISHED
 
 PAPER_ORDER_MODEL = "qwen2.5-math-7b"  # the row order the toy is compared with (SPEC 5's averages)
@@ -41,13 +42,12 @@ def collect(jobs, reported: tuple[str, ...], average: tuple[str, ...]) -> dict:
     rows: dict[str, dict] = {}
     grid: dict[str, dict[str, list[float]]] = {}
     for job in jobs:
-        if job.kind != "eval" or not job.meta or not job.done():
+        results = job.results() if job.kind == "eval" and job.meta else None
+        if results is None:
             continue
-        results = json.loads(job.marker.read_text())["benchmarks"]
         meta = job.meta
         if meta.get("select"):
-            score = statistics.mean(m["score"] for m in results.values())
-            grid.setdefault(meta["row"], {}).setdefault(f"{meta['lr']:g}", []).append(score)
+            grid.setdefault(meta["row"], {}).setdefault(f"{meta['lr']:g}", []).append(selection_score(job))
             continue
         scores = {name: results[name]["score"] for name in reported}
         scores["average"] = statistics.mean(scores[name] for name in average)

@@ -34,8 +34,9 @@ def ensure_toy_base() -> None:
 
 
 def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbose: bool = False,
-                  warmup: int = 2, stat=statistics.mean) -> dict[str, float]:
-    """Fit configs/toy/prefix_rft.yaml + `overlay` in a process of its own (CSV logs under tmp/name).
+                  warmup: int = 2, stat=statistics.mean, entry: str = "prefix_rft_pl") -> dict[str, float]:
+    """Fit configs/toy/prefix_rft.yaml + `overlay` in a process of its own (CSV logs under tmp/name),
+    through `python -m <entry>` (the trainer's CLI or a benchmark's variant of it).
 
     Returns `stat` (default: the mean) of each of `phases` over the logged steps after `warmup`
     warm-up steps (0 for a phase the run never logged), their sum ("step") and the whole run's wall seconds ("wall (whole run)").
@@ -45,7 +46,7 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(overlay))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
+    subprocess.run([sys.executable, "-m", entry, "fit", "--config", "configs/toy/prefix_rft.yaml",
                     "--config", str(path)], check=True, capture_output=not verbose)
     wall = time.perf_counter() - start
     rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))

@@ -53,7 +53,9 @@ VLLM_OPTIONS = {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1}  # 
 TARGETS = [("Prefix-RFT (hf) / TRL (hf)", "Prefix-RFT (hf)", "TRL (hf)", 0.85),
            ("RFT (hf) / TRL (hf)", "RFT (hf)", "TRL (hf)", 0.75),
            ("Prefix-RFT (hf) / RFT (hf)", "Prefix-RFT (hf)", "RFT (hf)", 1.0),
-           ("Prefix-RFT (vllm) / RFT (vllm)", "Prefix-RFT (vllm)", "RFT (vllm)", 1.0)]
+           ("Prefix-RFT (vllm) / RFT (vllm)", "Prefix-RFT (vllm)", "RFT (vllm)", 1.0),
+           ("Prefix all rows / RFT all rows", "Prefix all rows (hf)", "RFT all rows (hf)", 1.0),
+           ("RFT all rows / TRL (hf)", "RFT all rows (hf)", "TRL (hf)", 0.75)]
 
 
 class StepTimer(L.Callback):
@@ -87,8 +89,9 @@ def project_overlay(row: bool, engine: str) -> dict:
             "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl", "batch_size": PROMPTS}}}
 
 
-def run_project(name: str, row: bool, engine: str, tmp: Path, verbose: bool) -> dict[str, float]:
-    return timed_toy_fit(name, project_overlay(row, engine), PHASES, tmp, verbose, WARMUP, statistics.median)
+def run_project(name: str, row: bool, engine: str, tmp: Path, verbose: bool, all_rows: bool = False) -> dict[str, float]:
+    entry = "benchmarks.all_rows_fit" if all_rows else "prefix_rft_pl"
+    return timed_toy_fit(name, project_overlay(row, engine), PHASES, tmp, verbose, WARMUP, statistics.median, entry)
 
 
 class _MathVerifyForTRL:
@@ -152,6 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all runs, interleaved")
     parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM engine runs")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="also both rows with every row in the update (benchmarks/all_rows_fit.py, HF generation): "
+                             "what leaving out the rows without gradient buys")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     ensure_toy_base()
@@ -161,6 +167,9 @@ def main() -> None:
     if not args.no_vllm:
         runs |= {"RFT (vllm)": lambda tmp: run_project("rft_vllm", True, "vllm", tmp, args.verbose),
                  "Prefix-RFT (vllm)": lambda tmp: run_project("prefix_vllm", False, "vllm", tmp, args.verbose)}
+    if args.all_rows:
+        runs |= {"RFT all rows (hf)": lambda tmp: run_project("rft_all", True, "hf", tmp, args.verbose, True),
+                 "Prefix all rows (hf)": lambda tmp: run_project("prefix_all", False, "hf", tmp, args.verbose, True)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
@@ -177,12 +186,12 @@ def report(median: dict[str, dict[str, float]], repeats: int) -> None:
           f"{MAX_TOKENS} tokens, lr {LR:g}, Dr. GRPO, 1 optimiser step per batch, float32, CPU")
     print(f"median whole-step seconds over {TIMED} steps after {WARMUP} warm-up steps"
           + (f", median of {repeats} interleaved runs" if repeats > 1 else ""))
-    print(f"{'run':<20}{'s/step':>8}{'rollout':>9}{'logprob':>9}{'update':>8}{'rows':>7}{'ms/row':>8}")
+    print(f"{'run':<22}{'s/step':>8}{'rollout':>9}{'logprob':>9}{'update':>8}{'rows':>7}{'ms/row':>8}")
     for name, m in median.items():
         phases = "".join(f"{m[k]:>{w}.3f}" if k in m else f"{'-':>{w}}" for k, w in zip(PHASES[1:4], (9, 9, 8)))
         rows = m.get("train/update_rows", 1.0) * PROMPTS * GROUP  # trajectories in the update (TRL: all)
         per_row = f"{1000 * m['time/update_s'] / rows:>8.2f}" if "time/update_s" in m and rows else f"{'-':>8}"
-        print(f"{name:<20}{m['time/step_s']:>8.3f}{phases}{rows:>7.0f}{per_row}")
+        print(f"{name:<22}{m['time/step_s']:>8.3f}{phases}{rows:>7.0f}{per_row}")
     print("rows: trajectories in the update (median; a row whose every token has advantage 0 adds nothing and "
           "is left out); ms/row: update time per such row")
     print(f"{'ratio':<32}{'value':>7}{'target':>8}")

@@ -1,6 +1,7 @@
 """Machinery of the baseline rows (SPEC 3) that is not a per-token weight: UFT's hints,
 ReLIFT's buffer, the prompts of an optimisation mini-batch. Pure functions, which module.py
-calls, and ReLIFT's SFT step (`relift_step`), which runs on the module.
+calls, and the two that run on the module: UFT's hinted batch (`uft_hint_batch`) and ReLIFT's
+SFT step (`relift_step`).
 
 Sources (read, not copied):
 - UFT, liumy2010/UFT @ ad3c8ec7d258d4e4cf3f359dd75925d0f127a520, verl/utils/dataset/rl_dataset.py
@@ -85,23 +86,41 @@ def mini_batch_prompts(rows: slice, group_size: int) -> slice:
     return slice(rows.start // group_size, -(-rows.stop // group_size))
 
 
+def uft_hint_batch(module, batch):
+    """UFT: every prompt followed by a hint drawn for this rollout batch; returns the hinted
+    PromptDemoBatch and the hints as SFT targets. Not pure: `module` is the PrefixRFTModule."""
+    from prefix_rft_pl.types import PromptDemoBatch
+
+    hp = module.hparams
+    iteration = module.global_step // (hp.ppo_epochs * hp.mini_batches) + 1  # verl's global_steps, from 1
+    prob = uft_hint_prob(iteration, hp.hint_steps, hp.hint_prob_start, hp.hint_prob_end)
+    rng = random.Random(hash((hp.seed, iteration, module.global_rank, 1)))
+    eos = module.tokenizer.eos_token_id
+    units = [len(hint_units(item.demo_ids[0], eos)) if item.demo_ids else 0 for item in batch.items]
+    lengths = [sample_hint_length(n, prob, rng, hp.hint_max_segments) for n in units]
+    hinted, targets = with_hints(batch.items, lengths, eos)
+    module.log_dict({"rollout/hint_prob": prob, "rollout/hint_ratio": sum(lengths) / max(sum(units), 1)})
+    return PromptDemoBatch(hinted), targets
+
+
 def relift_step(module, batch, rewards) -> None:
     """ReLIFT: queue prompts whose G rollouts all failed in one buffer shared by all ranks
     (every rank holds the same copy, in rank order); once it holds a global batch, every rank
     takes its share of it and all take one SFT step together. The step is not counted.
     Not pure: the module's step (moved here to keep module.py short); `module` is the PrefixRFTModule."""
     from prefix_rft_pl.distributed import all_gather_objects, take_share
+    from prefix_rft_pl.update import demo_sft_backward, gather_counts, optimizer_step
 
     hp = module.hparams
     failed = [item for item, r in zip(batch.items, rewards) if r.max() <= 0 and item.demo_ids]
-    global_batch = int(module._gather_counts(len(batch)).sum())
+    global_batch = int(gather_counts(module, len(batch)).sum())
     todo, module.relift_buffer = relift_buffer_step(module.relift_buffer, all_gather_objects(failed), global_batch)
     sft_steps = 0
     if todo:
-        module._demo_sft_backward(take_share(todo, module.global_rank, module.trainer.world_size), 1.0,
-                                  hp.relift_sft_entropy_coef)
+        demo_sft_backward(module, take_share(todo, module.global_rank, module.trainer.world_size), 1.0,
+                          hp.relift_sft_entropy_coef)
         # its own optimiser, bare: not a training step
-        module._optimizer_step(module._optimizer(1).optimizer, hp.relift_sft_max_grad_norm)
+        optimizer_step(module, module._optimizer(1).optimizer, hp.relift_sft_max_grad_norm)
         sft_steps = 1
     module.relift_sft_steps += sft_steps
     module.log_dict({"train/relift_buffer": float(len(module.relift_buffer)),

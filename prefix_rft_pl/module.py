@@ -3,8 +3,9 @@
 One training batch = B prompts. The module samples G trajectories per prompt (G - G_hyb
 ordinary, G_hyb continuing from a demonstration prefix), scores them, computes Dr. GRPO
 advantages and old log-probs, masks low-entropy prefix tokens, then runs
-`ppo_epochs x mini_batches` optimiser steps (manual optimisation). The baselines of SPEC
-section 3 are settings of this same module (see configs/).
+`ppo_epochs x mini_batches` optimiser steps (manual optimisation; the passes over the
+policy are in update.py, the loss math in losses.py). The baselines of SPEC section 3 are
+settings of this same module (see configs/).
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from prefix_rft_pl import losses, passes
+from prefix_rft_pl import losses, passes, update
 from prefix_rft_pl.engines.base import SamplingConfig
-from prefix_rft_pl.distributed import mini_batch_slices
-from prefix_rft_pl.prefix import (
-    SelectionMode,
-    TrajectoryBatch,
-    assemble_trajectories,
-    build_group_requests,
-    pad_trajectories,
-    select_prefix_tokens,
-)
+from prefix_rft_pl.prefix import (SelectionMode, TrajectoryBatch, assemble_trajectories, build_group_requests,
+                                  pad_trajectories)
 from prefix_rft_pl.types import PromptDemoBatch, Rollout
 
 
@@ -253,7 +247,9 @@ class PrefixRFTModule(L.LightningModule):
         hp = self.hparams
         sft_items = batch.items  # targets of the demonstration CE (demo_sft_coef); UFT: the hints
         if hp.hint_steps > 0:
-            batch, sft_items = self._with_hints(batch)
+            from prefix_rft_pl.baselines import uft_hint_batch
+
+            batch, sft_items = uft_hint_batch(self, batch)
         with self._timed("rollout"):
             trajectories = self._rollout(batch)
         with self._timed("reward"):
@@ -266,23 +262,23 @@ class PrefixRFTModule(L.LightningModule):
         regularised = hp.entropy_coef > 0 or hp.kl_coef > 0
         reuse = passes.reuses_old_logprobs(hp.ppo_epochs, hp.mini_batches, hp.tis_cap)
         # decided over all ranks: the forward passes and the engine check below are collectives
-        if hp.prefix_rule != "sft" or int(self._gather_counts(int(tb.generated_mask.any())).max()) > 0:
+        if hp.prefix_rule != "sft" or int(update.gather_counts(self, int(tb.generated_mask.any())).max()) > 0:
             candidates = passes.rows_with_gradient(advantages[:, None] * tb.mask, tb.prefix_mask, hp.prefix_rule, regularised)
             pass_rows = passes.separate_pass_rows(reuse, candidates, tb.prefix_mask)  # [N]
             with self._timed("logprob"):
-                old_logprobs, entropy = self._forward_logprobs(tb, with_entropy=True, grad=False, rows=pass_rows)
+                old_logprobs, entropy = update.forward_logprobs(self, tb, with_entropy=True, grad=False, rows=pass_rows)
             self._check_engine_weights()
-            kept = self._select_prefix(entropy, tb.prefix_mask)                   # [N, T]
+            kept = update.select_prefix(self, entropy, tb.prefix_mask)            # [N, T]
         else:  # pure SFT: no ratio, no advantage, no selection -- skip the extra forward pass
             old_logprobs, entropy, kept, reuse = torch.zeros(tb.mask.shape), None, tb.prefix_mask, False
         token_advantages = advantages[:, None] * (tb.generated_mask | kept)        # [N, T]
         is_weights = self._is_weights(old_logprobs, tb)
-        ref_logprobs = self._forward_logprobs(tb, False, False, self.reference)[0] if hp.kl_coef > 0 else None
+        ref_logprobs = update.forward_logprobs(self, tb, False, False, self.reference)[0] if hp.kl_coef > 0 else None
         update_rows = passes.rows_with_gradient(token_advantages, tb.prefix_mask, hp.prefix_rule, regularised)
         self.log("train/update_rows", update_rows.float().mean())  # the rest add nothing to the gradient
         with self._timed("update"):
-            loss, grad_norm, current = self._update(tb, None if reuse else old_logprobs, token_advantages, is_weights,
-                                                    sft_items, ref_logprobs, update_rows)
+            loss, grad_norm, current = update.optimise(self, tb, None if reuse else old_logprobs, token_advantages,
+                                                       is_weights, sft_items, ref_logprobs, update_rows)
             if hp.relift:
                 from prefix_rft_pl.baselines import relift_step
 
@@ -293,21 +289,6 @@ class PrefixRFTModule(L.LightningModule):
         out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
                "advantages": advantages.view(len(batch), hp.group_size)}
         return out if entropy is None else {**out, "entropy": entropy}
-
-    def _with_hints(self, batch: PromptDemoBatch) -> tuple[PromptDemoBatch, list]:
-        """UFT: every prompt followed by a hint drawn for this rollout batch; the hints as SFT targets."""
-        from prefix_rft_pl.baselines import hint_units, sample_hint_length, uft_hint_prob, with_hints
-
-        hp = self.hparams
-        iteration = self.global_step // (hp.ppo_epochs * hp.mini_batches) + 1  # verl's global_steps, from 1
-        prob = uft_hint_prob(iteration, hp.hint_steps, hp.hint_prob_start, hp.hint_prob_end)
-        rng = random.Random(hash((hp.seed, iteration, self.global_rank, 1)))
-        eos = self.tokenizer.eos_token_id
-        units = [len(hint_units(item.demo_ids[0], eos)) if item.demo_ids else 0 for item in batch.items]
-        lengths = [sample_hint_length(n, prob, rng, hp.hint_max_segments) for n in units]
-        hinted, targets = with_hints(batch.items, lengths, eos)
-        self.log_dict({"rollout/hint_prob": prob, "rollout/hint_ratio": sum(lengths) / max(sum(units), 1)})
-        return PromptDemoBatch(hinted), targets
 
     def _rollout(self, batch: PromptDemoBatch):
         hp = self.hparams
@@ -341,60 +322,6 @@ class PrefixRFTModule(L.LightningModule):
                  "reward/no_answer": result.num_no_answer}
         return rewards, stats
 
-    def _forward_logprobs(self, tb: TrajectoryBatch, with_entropy: bool, grad: bool, model=None, rows=None):
-        """Log-probs (and entropies) of every response token under `model` (default: the policy),
-        micro-batch by micro-batch; with `rows` ([N] bool), of those rows only (0, entropy NaN, elsewhere)."""
-        from prefix_rft_pl.forward import response_logprobs
-
-        if rows is not None and not rows.all():
-            lp, ent = self._forward_logprobs(tb.select(rows), with_entropy, grad, model)
-            return passes.scatter_rows(lp, rows, 0.0), None if ent is None else passes.scatter_rows(ent, rows, float("nan"))
-        model = self.policy if model is None else model
-        outs, ents = [], []
-        with torch.set_grad_enabled(grad):
-            for rows in self._micro_batches(len(tb.response_ids)):
-                mb = tb.select(rows) if rows is not None else self._padding_batch()
-                lp, ent = response_logprobs(model, mb, self.hparams.temperature,
-                                            self.hparams.logprob_chunk_size, with_entropy)
-                if rows is None:
-                    continue  # a padding micro-batch: only there to match the other ranks' collectives
-                outs.append(lp.cpu())
-                ents.append(ent.cpu() if ent is not None else None)
-        if not outs:  # no rows on this rank
-            return torch.zeros(tb.mask.shape), torch.zeros(tb.mask.shape) if with_entropy else None
-        return torch.cat(outs), torch.cat(ents) if with_entropy else None
-
-    def _micro_batches(self, n: int) -> list[slice | None]:
-        """Row slices of `micro_batch_size`, then None (a padding micro-batch) up to the largest
-        count of any rank: under FSDP2 every forward/backward is a collective, so ranks holding
-        fewer trajectories must still run as many of them."""
-        from prefix_rft_pl.distributed import padded_micro_batches
-
-        size = self.hparams.micro_batch_size
-        counts = self._gather_counts(-(-n // size))
-        return padded_micro_batches(n, size, int(counts.max()))
-
-    def _padding_batch(self) -> TrajectoryBatch:
-        """One trajectory of one pad token: the input of a padding micro-batch (loss x 0)."""
-        from prefix_rft_pl.prefix import Trajectory
-
-        pad = self.tokenizer.pad_token_id
-        return pad_trajectories([Trajectory(0, [pad], [pad], [], None, "stop")], pad)
-
-    def _gather_counts(self, count: int) -> Tensor:
-        """[world] `count` of every data-parallel rank (a collective when world > 1)."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return torch.tensor([count])
-        return self.all_gather(torch.tensor(count, device=self.device)).cpu().view(-1)
-
-    def _global_mean_count(self, count: float) -> float:
-        """sum over ranks of `count` / world: a local loss divided by it, then averaged over the
-        ranks by the gradient reduction, is divided by the global count, for any split."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return float(count)
-        total = self.trainer.strategy.reduce(torch.tensor(float(count), device=self.device), reduce_op="sum")
-        return float(total) / self.trainer.world_size
-
     def _check_engine_weights(self) -> None:
         """Stop when the engine sampled from other weights than pi_old (a collective); before the update."""
         from prefix_rft_pl.engines.checks import check_engine_weights
@@ -412,136 +339,12 @@ class PrefixRFTModule(L.LightningModule):
 
         return truncated_is_weights(old_logprobs, tb.engine_logprobs, tb.generated_mask, self.hparams.tis_cap)
 
-    def _select_prefix(self, entropy: Tensor, prefix_mask: Tensor) -> Tensor:
-        """Rank prefix tokens over the whole optimisation batch, across data-parallel ranks."""
-        hp = self.hparams
-        width = hp.max_response_tokens
-        ent = torch.zeros(entropy.shape[0], width)
-        pm = torch.zeros(entropy.shape[0], width, dtype=torch.bool)
-        ent[:, : entropy.shape[1]], pm[:, : entropy.shape[1]] = entropy, prefix_mask
-        counts = self._gather_counts(entropy.shape[0])                           # [W] rows per rank
-        if len(counts) > 1:
-            from prefix_rft_pl.distributed import gather_rows
-
-            ent = gather_rows(self.all_gather, ent, counts, self.device)        # [sum N, T_max], rank order
-            pm = gather_rows(self.all_gather, pm, counts, self.device)
-        generator = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
-        kept = select_prefix_tokens(ent, pm, hp.prefix_token_keep, hp.prefix_selection, generator)
-        start = int(counts[: self.global_rank].sum()) if len(counts) > 1 else 0
-        return kept[start:start + entropy.shape[0], : entropy.shape[1]]
-
-    def _update(self, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
-                is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor):
-        """The optimiser steps on rows `update_rows` ([N] bool; the others have no gradient). Without
-        `old_logprobs` (one step per batch), the forward's own, detached. Returns the loss, the
-        grad norm and the last mini-batch's detached log-probs and entropies ([N, T], NaN off its rows)."""
-        from prefix_rft_pl.baselines import mini_batch_prompts
-
-        hp = self.hparams
-        optimizer = self._optimizer(0)
-        n = len(tb.response_ids)
-        total, grad_norm = torch.zeros(()), torch.zeros(())
-        for _ in range(hp.ppo_epochs):
-            for rows in mini_batch_slices(n, hp.mini_batches):  # the same count on every rank
-                total, current = self._mini_batch_backward(
-                    tb.select(rows), None if old_logprobs is None else old_logprobs[rows], token_advantages[rows],
-                    None if is_weights is None else is_weights[rows], None if ref_logprobs is None else ref_logprobs[rows],
-                    update_rows[rows])
-                if hp.demo_sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
-                    total = total + self._demo_sft_backward(items[mini_batch_prompts(rows, hp.group_size)],
-                                                            hp.demo_sft_coef)
-                grad_norm = self._optimizer_step(optimizer)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        return total, grad_norm.detach().cpu(), current
-
-    def _optimizer_step(self, optimizer, max_grad_norm: float | None = None) -> Tensor:
-        """Clip (default: `max_grad_norm`) and step. `optimizer` is Lightning's wrapper (the step counts
-        towards `global_step` / `max_steps`) or the bare torch optimiser (it does not: ReLIFT's SFT step)."""
-        max_grad_norm = self.hparams.max_grad_norm if max_grad_norm is None else max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return grad_norm
-
-    def _demo_sft_backward(self, items, weight: float, entropy_coef: float = 0.0) -> Tensor:
-        """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations,
-        minus entropy_coef x their token-mean entropy (ReLIFT's SFT step)."""
-        from prefix_rft_pl.forward import response_logprobs
-        from prefix_rft_pl.prefix import Trajectory
-
-        demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0][: self.hparams.max_response_tokens], [], None, "stop")
-                 for i, item in enumerate(items) if item.demo_ids]
-        tb = pad_trajectories(demos, self.tokenizer.pad_token_id) if demos else None
-        num_tokens = self._global_mean_count(int(tb.mask.sum()) if demos else 0)  # token mean over all ranks
-        total = torch.zeros(())
-        for rows in self._micro_batches(len(demos)):  # also when this rank has none: the others may
-            mb = tb.select(rows) if rows is not None else self._padding_batch()
-            logprobs, entropy = response_logprobs(self.policy, mb, self.hparams.temperature, self.hparams.logprob_chunk_size,
-                                                  entropy_coef > 0, entropy_grad=entropy_coef > 0)
-            per_token = losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight)
-            if entropy is not None:
-                per_token = per_token + losses.entropy_bonus(entropy, mb.mask.to(logprobs.device), entropy_coef)
-            loss = losses.aggregate_token_mean(per_token, num_tokens)
-            self.manual_backward(loss if rows is not None else loss * 0.0)
-            total += loss.detach().cpu() if rows is not None else 0.0
-        return total
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["relift"] = {"buffer": self.relift_buffer, "sft_steps": self.relift_sft_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("relift", {})
         self.relift_buffer, self.relift_sft_steps = list(state.get("buffer", [])), state.get("sft_steps", 0)
-
-    def _mini_batch_backward(self, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
-                             is_weights: Tensor | None, ref_logprobs: Tensor | None, update_rows: Tensor):
-        """Accumulate the gradient of one optimiser step over rows `update_rows` (normalised over all
-        rows); returns the mini-batch loss and the rows' detached log-probs and entropies."""
-        from prefix_rft_pl.forward import response_logprobs
-
-        hp = self.hparams
-        normaliser = self._normaliser(tb)
-        regularised = hp.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
-        num_tokens = self._global_mean_count(float(tb.mask.sum())) if regularised else 0.0
-        total, index = torch.zeros(()), update_rows.nonzero().squeeze(-1)          # [n] rows with a gradient
-        index = index[tb.attention_mask[index].sum(-1).argsort(stable=True)]  # by length: micro-batches pad less
-        current = torch.full(tb.mask.shape, float("nan")), torch.full(tb.mask.shape, float("nan"))
-        # no row on any rank: one padding micro-batch still makes the gradients 0 (AdamW steps on them)
-        for part in self._micro_batches(len(index)) or [None]:
-            if part is None:  # padding micro-batch: matches the other ranks' collectives, adds no gradient
-                mb = self._padding_batch()
-                logprobs, _ = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size, False)
-                self.manual_backward(logprobs.sum() * 0.0)
-                continue
-            rows = index[part]
-            mb = tb.select(rows)
-            logprobs, entropy = response_logprobs(self.policy, mb, hp.temperature, hp.logprob_chunk_size,
-                                                  hp.entropy_coef > 0 or old_logprobs is None, hp.entropy_coef > 0)
-            if old_logprobs is None:
-                current[0][rows], current[1][rows] = logprobs.detach().cpu(), entropy.detach().cpu()
-            old = logprobs.detach() if old_logprobs is None else old_logprobs[rows].to(logprobs.device)
-            per_token = losses.token_losses(
-                logprobs, old, token_advantages[rows].to(logprobs.device),
-                mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device), hp.prefix_rule,
-                hp.eps_low, hp.eps_high, hp.dual_clip, hp.shaping_gamma, hp.prefix_sft_weight)
-            if is_weights is not None:
-                per_token = per_token * is_weights[rows].to(per_token.device)
-            loss = losses.aggregate(hp.aggregation, per_token, mb.mask.to(per_token.device), normaliser,
-                                    hp.max_response_tokens)
-            if regularised:
-                ref = None if ref_logprobs is None else ref_logprobs[rows].to(logprobs.device)
-                loss = loss + losses.regularisers(logprobs, entropy if hp.entropy_coef > 0 else None, ref, mb.mask.to(logprobs.device), num_tokens,
-                                                  hp.entropy_coef, hp.kl_coef)
-            self.manual_backward(loss)
-            total += loss.detach().cpu()
-        return total, current
-
-    def _normaliser(self, tb: TrajectoryBatch) -> float:
-        """The aggregation's denominator over the whole (all-rank) optimisation mini-batch."""
-        if self.hparams.aggregation == "token_mean":
-            return self._global_mean_count(float(tb.mask.sum()))
-        return self._global_mean_count(len(tb.response_ids))  # trajectories, summed over ranks
 
     # ---------------------------------------------------------------- logging
     @contextmanager

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import prefix_rft_pl.forward
+import prefix_rft_pl.update
 from callbacks import EntropyStats, PrefixSchedule
 from prefix_rft_pl import losses
 from prefix_rft_pl.module import PrefixRFTModule
@@ -31,7 +32,7 @@ class HalfSolvedEngine(ScriptedEngine):
 
 def run(tiny_model_dir, toy_task_files, monkeypatch, **hparams):
     """One step; returns the recorded gradient, the calls of response_logprobs (rows, grad
-    enabled) and the arguments of the module's `_update`."""
+    enabled) and the arguments of `update.optimise` (less the module)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
@@ -47,8 +48,8 @@ def run(tiny_model_dir, toy_task_files, monkeypatch, **hparams):
         return original(model, tb, *args, **kwargs)
 
     monkeypatch.setattr(prefix_rft_pl.forward, "response_logprobs", spy)
-    update = module._update
-    monkeypatch.setattr(module, "_update", lambda *a: updates.append(a) or update(*a))
+    optimise = prefix_rft_pl.update.optimise
+    monkeypatch.setattr(prefix_rft_pl.update, "optimise", lambda m, *a: updates.append(a) or optimise(m, *a))
     recorder = GradRecorder()
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,

@@ -222,6 +222,7 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
     jobs: list[Job] = []
     notes: list[str] = []
     selections: dict[str, dict[tuple, Job]] = {}  # row -> (lr, seed) -> selection evaluation
+    sft_fits: dict[tuple, Job] = {}  # (seed, lr) -> SFT fit: SFT+RFT starts from its export
     if "base" in req.rows:
         jobs.append(eval_job(req, spec, base, "base", base_policy, req.out / "base" / "eval", reported, []))
         jobs[-1].meta = {"row": "base", "seed": None, "lr": None}
@@ -230,6 +231,8 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
         fit, export = fit_job(req, spec, base, row, seed, lr, policy, sft_lr, after)
         run = export.parent.parent
         jobs.append(fit)
+        if row == "sft":
+            sft_fits[(seed, lr)] = fit
         if grid:
             selection = eval_job(req, spec, base, f"{fit.name}/select", str(export), run / "eval_select", select, [fit.id])
             selection.meta = {"row": row, "seed": seed, "lr": lr, "select": True}
@@ -250,14 +253,14 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
             for lr in lrs:
                 trained(row, seed, lr)
     if "sft_rft" in req.rows:
-        sft_lr = chosen("sft") if grid else None
+        sft_lr = chosen("sft") if grid else lrs[0]  # without a grid, SFT's one run per seed
         if grid and sft_lr is None:
             notes.append("sft_rft: every grid value, from the SFT run at SFT's chosen rate (once SFT's selection "
                          "evaluations are done)")
         for seed in req.seeds if not grid or sft_lr is not None else []:
-            sft_fit, sft_export = fit_job(req, spec, base, "sft", seed, sft_lr, None)
+            sft_fit = sft_fits[(seed, sft_lr)]
             for lr in lrs:
-                trained("sft_rft", seed, lr, str(sft_export), sft_lr if grid else None, [sft_fit.id])
+                trained("sft_rft", seed, lr, str(sft_fit.marker.parent), sft_lr if grid else None, [sft_fit.id])
     for row in [r for r in req.rows if r != "base"] if grid else []:
         lr = chosen(row) if row in selections else None
         if lr is None:

@@ -67,6 +67,16 @@ def test_llama_protocol_and_a_row_subset(tmp_path):
     assert yaml.safe_load((tmp_path / "sft_rft" / "s1" / "eval.yaml").read_text())["max_new_tokens"] == 2048
 
 
+def test_one_rate_for_every_row_starts_sft_rft_from_the_sft_run_at_that_rate(tmp_path):
+    jobs, notes = plan(Request("qwen2.5-math-7b", tmp_path, ["sft_rft"], [0], lrs=[1e-6]))
+    ids = by_id(jobs)
+    assert notes == [] and sorted(ids) == ["eval:sft_rft/lr1e-06_s0", "fit:sft/lr1e-06_s0", "fit:sft_rft/lr1e-06_s0"]
+    assert ids["fit:sft_rft/lr1e-06_s0"].after == ["fit:sft/lr1e-06_s0"]  # a job of the plan
+    overlay = yaml.safe_load((tmp_path / "sft_rft" / "lr1e-06_s0" / "overlay.yaml").read_text())
+    assert overlay["model"]["policy"] == str(tmp_path / "sft" / "lr1e-06_s0" / "train" / "hf_export")
+    assert not (tmp_path / "sft" / "s0").exists()  # no second SFT run planned at the row's own rate
+
+
 def test_a_run_directory_planned_with_other_settings_is_refused(tmp_path):
     plan(Request("qwen2.5-math-1.5b", tmp_path, ["rft"], [0], steps=10))
     plan(Request("qwen2.5-math-1.5b", tmp_path, ["rft"], [0], steps=10))  # the same plan again: fine

@@ -30,19 +30,19 @@ class Job:
         return f"{self.kind}:{self.name}"
 
     def done(self) -> bool:
-        if not self.marker.is_file():
-            return False
-        if self.protocol is None:
-            return True
-        try:
-            saved = json.loads(self.marker.read_text())["config"]
-        except (ValueError, KeyError):  # a results.json cut short
-            return False
-        return all(saved.get(k) == v for k, v in self.protocol.items())
+        return self.marker.is_file() if self.protocol is None else self.results() is not None
 
     def results(self) -> dict | None:
-        """A finished evaluation's per-benchmark results (its results.json), else None."""
-        return json.loads(self.marker.read_text())["benchmarks"] if self.done() else None
+        """A finished evaluation's per-benchmark results (its results.json, of the same
+        protocol), else None. The file is read once."""
+        if not self.marker.is_file():
+            return None
+        try:
+            saved = json.loads(self.marker.read_text())
+            config, benchmarks = saved["config"], saved["benchmarks"]
+        except (ValueError, KeyError):  # a results.json cut short
+            return None
+        return benchmarks if all(config.get(k) == v for k, v in (self.protocol or {}).items()) else None
 
 
 def selection_score(job: Job) -> float | None:

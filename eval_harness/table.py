@@ -56,9 +56,9 @@ def collect(jobs, reported: tuple[str, ...], average: tuple[str, ...]) -> dict:
         rows.setdefault(meta["row"], {"runs": []})["runs"].append(run)
     for row in rows.values():
         row["runs"].sort(key=lambda r: (r["seed"] is None, r["seed"]))
-        keys = row["runs"][0]["scores"]
-        row["mean"] = {k: mean_sd([r["scores"][k] for r in row["runs"]])[0] for k in keys}
-        row["sd"] = {k: mean_sd([r["scores"][k] for r in row["runs"]])[1] for k in keys}
+        stats = {k: mean_sd([r["scores"][k] for r in row["runs"]]) for k in row["runs"][0]["scores"]}
+        row["mean"] = {k: mean for k, (mean, _) in stats.items()}
+        row["sd"] = {k: sd for k, (_, sd) in stats.items()}
     return {"rows": rows, "grid": grid}
 
 

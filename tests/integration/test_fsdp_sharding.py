@@ -10,7 +10,6 @@ assert there; the test checks their exit codes, with a timeout against hangs.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

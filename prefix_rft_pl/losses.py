@@ -1,4 +1,5 @@
-"""Loss math of Prefix-RFT and its baselines: small pure functions, no configuration objects.
+"""Loss math of Prefix-RFT and its baselines: small pure functions. The variants that choose
+among them (prefix rule, aggregation) are objects in variants.py.
 
 Every per-token loss has the form -W_t * log pi(y_t) in gradient (SPEC section 1); the
 functions below differ only in W_t. Aggregation divides by normalisers computed over the
@@ -8,8 +9,14 @@ micro-batches (or across data-parallel ranks).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from prefix_rft_pl.config import Clip
+    from prefix_rft_pl.variants import PrefixRule
 
 
 def group_advantages(
@@ -96,29 +103,15 @@ def token_losses(
     advantages: Tensor,     # [N, T] per token; prefix tokens outside the kept set already 0
     generated_mask: Tensor,  # [N, T] True = token the engine generated
     prefix_mask: Tensor,    # [N, T] True = demonstration prefix token
-    prefix_rule: str = "ppo",
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    dual_clip: float | None = None,
-    shaping_gamma: float = 0.1,
-    prefix_sft_weight: float = 1.0,
+    prefix_rule: PrefixRule,  # the loss on prefix tokens (prefix_rft_pl.variants)
+    clip: Clip,             # eps_low, eps_high, dual_clip
 ) -> Tensor:                # [N, T]
     """Per-token loss of a hybrid batch: the clipped surrogate on generated tokens, and on
-    prefix tokens the rule of the row being trained:
-      "ppo"    Prefix-RFT: the same clipped surrogate (same weight as generated tokens);
-      "shaped" LUFFY: A * p / (p + gamma), no clipping;
-      "sft"    SFT / UFT: cross-entropy with weight `prefix_sft_weight`, advantage unused.
-    """
-    loss = clipped_surrogate(logprobs, old_logprobs, advantages, generated_mask, eps_low, eps_high, dual_clip)
-    if prefix_rule == "ppo":
-        prefix = clipped_surrogate(logprobs, old_logprobs, advantages, prefix_mask, eps_low, eps_high, dual_clip)
-    elif prefix_rule == "shaped":
-        prefix = shaped_surrogate(logprobs, advantages, prefix_mask, shaping_gamma)
-    elif prefix_rule == "sft":
-        prefix = sft_loss(logprobs, prefix_mask, prefix_sft_weight)
-    else:
-        raise ValueError(f"prefix_rule must be 'ppo', 'shaped' or 'sft', got {prefix_rule!r}")
-    return loss + prefix
+    prefix tokens the rule of the row being trained (PPOPrefix: the same clipped surrogate;
+    ShapedPrefix: LUFFY's A * p / (p + gamma); SFTPrefix: cross-entropy, advantage unused)."""
+    loss = clipped_surrogate(logprobs, old_logprobs, advantages, generated_mask, clip.eps_low, clip.eps_high,
+                             clip.dual_clip)
+    return loss + prefix_rule.token_loss(logprobs, old_logprobs, advantages, prefix_mask, clip)
 
 
 # ---------------------------------------------------------------- baselines' extra terms (SPEC 3)
@@ -153,23 +146,6 @@ def low_var_kl(
     log_ratio = ref_logprobs - logprobs                                       # [N, T] log r
     kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-bound, bound)          # [N, T]
     return coef * kl * mask
-
-
-def aggregate(
-    kind: str,                 # constant (Dr. GRPO), token_mean, token_sum, seq_mean_token_mean
-    per_token: Tensor,         # [N, T]
-    mask: Tensor,              # [N, T] True = response token
-    normaliser: float,         # trajectories (constant, seq_mean_token_mean) or tokens (token_mean), all ranks
-    max_response_tokens: int,  # the constant of Dr. GRPO and of token_sum
-) -> Tensor:                   # scalar
-    """The aggregation chosen by `kind` (the module's `aggregation`)."""
-    if kind == "constant":
-        return aggregate_constant(per_token, normaliser, max_response_tokens)
-    if kind == "token_mean":
-        return aggregate_token_mean(per_token, normaliser)
-    if kind == "token_sum":
-        return aggregate_token_sum(per_token, max_response_tokens)
-    return aggregate_seq_mean_token_mean(per_token, mask, normaliser)
 
 
 def regularisers(

@@ -8,6 +8,7 @@ re-tokenise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,11 @@ class Rollout:
     token_ids: list[int]
     logprobs: list[float] | None  # engine log-probs of token_ids under its sampling distribution
     finish_reason: str = "length"  # "stop" (EOS) or "length" (budget exhausted)
+
+
+@runtime_checkable
+class ReportsSkips(Protocol):
+    """A data module that counts the training rows it left out (logged as data/skipped*)."""
+
+    def skip_counts(self) -> dict[str, int]:
+        ...

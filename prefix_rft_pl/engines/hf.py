@@ -12,12 +12,12 @@ group is up, in one batch (ranks could differ in their number of length batches)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from prefix_rft_pl.engines.base import SamplingConfig
+from prefix_rft_pl.engines.base import LiveWeights, SamplingConfig
 from prefix_rft_pl.types import GenerationRequest, Rollout
 
 
@@ -33,7 +33,7 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, T
     return ids, mask
 
 
-class HFEngine:
+class HFEngine(LiveWeights):
     """RolloutEngine over a live `transformers` causal LM."""
 
     def __init__(self, model, tokenizer, max_batch_size: int = 256, max_padding: float = 0.25):
@@ -44,9 +44,6 @@ class HFEngine:
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.max_batch_size = max_batch_size
-
-    def update_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
-        """Nothing to do: the engine samples from the trainer's own parameters."""
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Rollout]:

@@ -65,7 +65,7 @@ from prefix_rft_pl.engines.base import SamplingConfig
 from prefix_rft_pl.types import GenerationRequest, Rollout
 
 
-class VLLMEngine:
+class VLLMEngine:  # implements engines.base.RolloutEngine
     """RolloutEngine over an in-process `vllm.LLM`."""
 
     def __init__(
@@ -149,6 +149,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             **(engine_kwargs or {}),
         )
+        self.holds_weights = True  # the protocol's: the trainer pushes and verifies
         config = self.llm.llm_engine.model_config
         self.dtype: torch.dtype = config.dtype  # what update_weights casts to
         # kernels that repack weights after loading (CPU GEMMs, quantisation) need reload_weights

@@ -4,8 +4,9 @@ The schedule's clock is the number of training iterations (rollout batches) done
 the reference code, not `trainer.global_step`: that counts optimiser steps, of which an
 iteration takes `ppo_epochs x mini_batches` (and ReLIFT's interleaved SFT steps none).
 
-Its state (the iteration it has reached) is saved in Lightning checkpoints, so a
-resumed run continues the schedule where it stopped.
+Its length follows the run's unless set: `steps: null` is the run's rollout batches,
+trainer.max_steps / (ppo_epochs x mini_batches). Its state (the iteration it has reached)
+is saved in Lightning checkpoints, so a resumed run continues the schedule where it stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import lightning as L
 
 from prefix_rft_pl.schedule import SCHEDULES
 
+FLAT = ("constant", "uniform")  # kinds whose values do not depend on the length
+
 
 class PrefixSchedule(L.Callback):
     def __init__(
@@ -24,7 +27,7 @@ class PrefixSchedule(L.Callback):
         low_start: float = 0.95,
         low_end: float = 0.05,
         high: float = 0.95,
-        steps: int = 500,
+        steps: int | None = None,
         delay: int = 0,
     ):
         """
@@ -34,15 +37,27 @@ class PrefixSchedule(L.Callback):
             low_end: low_t after `steps` (paper: 0.05).
             high: high_t, constant (paper: 0.95).
             steps: length of the decay in training iterations, i.e. rollout batches (paper: 500,
-                one optimiser step each).
+                one optimiser step each); None: the run's, trainer.max_steps / optimiser steps per batch.
             delay: iterations to hold low_start before the decay starts.
         """
         self.kind, self.low_start, self.low_end = kind, low_start, low_end
         self.high, self.steps, self.delay = high, steps, delay
+        self.length = steps  # the decay's length in use: `steps`, or the run's (setup)
         self.step = 0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.steps is not None or stage != "fit" or self.kind in FLAT:
+            return
+        if trainer.max_steps is None or trainer.max_steps < 1:
+            raise ValueError("callbacks.PrefixSchedule: steps is null (follow the run) but trainer.max_steps is not set; "
+                             "set trainer.max_steps or the schedule's steps")
+        update = pl_module.settings.update
+        self.length = max(1, trainer.max_steps // (update.ppo_epochs * update.mini_batches))
+
     def values(self, step: int) -> tuple[float, float]:
-        low = SCHEDULES[self.kind](step, self.low_start, self.low_end, self.steps, self.delay)
+        if self.length is None and self.kind not in FLAT:
+            raise ValueError("callbacks.PrefixSchedule: steps is null and the run's length is not known yet (setup)")
+        low = SCHEDULES[self.kind](step, self.low_start, self.low_end, self.length or 1, self.delay)
         return low, self.high
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:

@@ -16,8 +16,11 @@ Whether a push arrived is checked where it matters, by the module before it trai
 rollout batch: the engine's weights as it sampled them against the trainer's, exactly
 (the weight fingerprint of `prefix_rft_pl.engines.checks`).
 
-`HFEngine` samples from the live policy, so there is nothing to push; any engine that
-is not a `VLLMEngine` is left alone.
+An engine that samples from the live policy (`holds_weights` False: HFEngine) has nothing
+to push and is left alone.
+
+The module requires this callback when its engine holds weights (`require_weight_sync`);
+it lives in the core for that reason, and `callbacks` exports it for configs.
 
 With one engine per rank (several data-parallel ranks), an exception on one rank leaves
 the others waiting in a collective; Lightning's launcher then ends every rank (rank 0
@@ -35,6 +38,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from prefix_rft_pl.engines.base import RolloutEngine
+
 
 def stream_full_tensors(policy: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[tuple[str, Tensor]]:
     """(HF name, full detached tensor) for every parameter, cast to `dtype`, one at a time.
@@ -51,18 +56,16 @@ def stream_full_tensors(policy: torch.nn.Module, dtype: torch.dtype | None = Non
         yield name, tensor
 
 
-def push_weights(policy: torch.nn.Module, engine) -> float:
+def push_weights(policy: torch.nn.Module, engine: RolloutEngine) -> float:
     """Stream `policy`'s weights into `engine`; returns the seconds it took."""
     start = time.perf_counter()
-    engine.update_weights(stream_full_tensors(policy, getattr(engine, "dtype", None)))
+    engine.update_weights(stream_full_tensors(policy, engine.dtype))
     return time.perf_counter() - start
 
 
-def needs_weights(engine) -> bool:
+def needs_weights(engine: RolloutEngine | None) -> bool:
     """True for engines holding their own copy of the weights (vLLM)."""
-    from prefix_rft_pl.engines.vllm import VLLMEngine  # no vllm import: that module imports it lazily
-
-    return isinstance(engine, VLLMEngine)
+    return engine is not None and engine.holds_weights
 
 
 def require_weight_sync(trainer: L.Trainer, engine) -> None:
@@ -70,7 +73,7 @@ def require_weight_sync(trainer: L.Trainer, engine) -> None:
     callbacks: it would sample every step from the initial policy. (A config overlay that sets
     `trainer.callbacks` replaces the whole list, which is how the sync gets lost.)"""
     if needs_weights(engine) and not any(isinstance(c, VLLMWeightSync) for c in trainer.callbacks):
-        raise ValueError("model.engine is vllm but trainer.callbacks has no callbacks.VLLMWeightSync: the engine "
+        raise ValueError("model.engine.kind is vllm but trainer.callbacks has no callbacks.VLLMWeightSync: the engine "
                          "would never receive the trained weights. Add `- class_path: callbacks.VLLMWeightSync` to "
                          "trainer.callbacks (a config that sets trainer.callbacks replaces the list of the configs "
                          "before it)")
@@ -83,12 +86,12 @@ class VLLMWeightSync(L.Callback):
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        engine = getattr(pl_module, "engine", None)
+        engine = pl_module.engine
         if needs_weights(engine):
             push_weights(pl_module.policy, engine)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        engine = getattr(pl_module, "engine", None)
+        engine = pl_module.engine
         if not needs_weights(engine):
             return
         seconds = push_weights(pl_module.policy, engine)
@@ -97,7 +100,7 @@ class VLLMWeightSync(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.world_size > 1:
             exception.add_note(f"raised on rank {trainer.global_rank} of {trainer.world_size}")
-        engine = getattr(pl_module, "engine", None)
+        engine = pl_module.engine
         if needs_weights(engine):
             engine.close()
             pl_module.engine = None

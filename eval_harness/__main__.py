@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from eval_harness.config import EvalConfig
+from eval_harness.config import MOVED_OPTIONS, EvalConfig
 
 
 def build_parser() -> ArgumentParser:
@@ -27,12 +27,18 @@ def build_parser() -> ArgumentParser:
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
-    """`--data-dir` -> `--data_dir`; `--benchmarks a,b` -> `--benchmarks [a,b]` (jsonargparse's list syntax)."""
+    """`--data-dir` -> `--data_dir`; `--benchmarks a,b` -> `--benchmarks [a,b]` (jsonargparse's list syntax).
+    An engine option from before the engine group is an error naming its new place."""
     out = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            arg = "--" + key.replace("-", "_") + eq + value
+            key = key.replace("-", "_")
+            if key in MOVED_OPTIONS:
+                raise SystemExit(f"--{key} moved to --{MOVED_OPTIONS[key]}")
+            if key == "engine" and (eq or (i + 1 < len(argv) and argv[i + 1] in ("hf", "vllm"))):
+                raise SystemExit(f"--engine is a group now: --engine.kind {value or argv[i + 1]}")
+            arg = "--" + key + eq + value
         out.append(arg)
     for i, arg in enumerate(out[:-1]):
         if arg == "--benchmarks" and not out[i + 1].startswith("["):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from prefix_rft_pl.config import Engine
+
 PAPER_BENCHMARKS = ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"]
 
 
@@ -37,22 +39,15 @@ class EvalConfig:
     """Sampling seed; every chunk of requests draws from its own seed derived from it."""
 
     # -- generation ----------------------------------------------------------------------
-    engine: str = "vllm"
-    """vllm, or hf (transformers generate, the fallback)."""
-    dtype: str = "auto"
+    engine: Engine = field(default_factory=lambda: Engine(kind="vllm", gpu_memory_utilization=0.9))
+    """The engine settings group, as in training (`--engine.kind hf`, `--engine.kv_cache_gib 1`, ...): vllm,
+    or hf (transformers generate, the fallback); here vLLM may take 90% of the GPU."""
     chunk_size: int = 256
-    """Requests (problem x sample) per engine call; samples are written after each chunk."""
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    kv_cache_gib: float | None = None
-    """vLLM KV cache in GiB (set it on CPU)."""
-    enforce_eager: bool = False
-    """vLLM without compilation or CUDA graphs: faster start, slower decode."""
-    tensor_parallel_size: int = 1
+    """Requests (problem x sample) per engine call; samples are written after each chunk (the hf engine
+    generates a chunk in one batch)."""
     data_parallel_size: int = 1
-    """Engines, one process each (tensor_parallel_size GPUs apiece, or on CPU), dealt the missing chunks round-robin."""
-    device: str = "auto"
-    """hf engine device: auto (cuda if available), cpu, cuda:0, ..."""
+    """Engines, one process each (engine.tensor_parallel_size GPUs apiece, or on CPU), dealt the missing chunks
+    round-robin."""
 
     # -- grading -------------------------------------------------------------------------
     grading_workers: int = 2
@@ -70,6 +65,11 @@ class EvalConfig:
     def __post_init__(self):
         from eval_harness.benchmarks import expand_benchmarks
 
+        if isinstance(self.engine, dict):  # from a results.json / shard spec (asdict)
+            self.engine = Engine(**self.engine)
+        if self.engine.max_batch_size not in (Engine().max_batch_size, self.chunk_size):
+            raise ValueError(f"engine.max_batch_size {self.engine.max_batch_size}: the eval harness generates one "
+                             f"chunk per engine call; set chunk_size instead")
         self.benchmarks = expand_benchmarks(self.benchmarks)  # a parquet: one benchmark per data_source
 
     def samples_for(self, benchmark: str) -> int:
@@ -78,5 +78,13 @@ class EvalConfig:
     def protocol(self) -> dict:
         """The fields that determine the numbers: a resumed run must match them."""
         keys = ("num_samples", "default_num_samples", "temperature", "top_p", "top_k", "max_new_tokens",
-                "template", "seed", "chunk_size", "engine", "dtype", "ckpt", "limit")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+                "template", "seed", "chunk_size", "ckpt", "limit")
+        fields = {k: v for k, v in asdict(self).items() if k in keys}
+        return {**fields, "engine": self.engine.kind, "dtype": self.engine.dtype}
+
+
+# The flat engine options before the engine group, and their new names.
+MOVED_OPTIONS = {"dtype": "engine.dtype", "max_model_len": "engine.max_model_len",
+                 "gpu_memory_utilization": "engine.gpu_memory_utilization", "kv_cache_gib": "engine.kv_cache_gib",
+                 "enforce_eager": "engine.enforce_eager", "tensor_parallel_size": "engine.tensor_parallel_size",
+                 "device": "engine.device"}

@@ -54,7 +54,7 @@ def visible_devices(cfg: EvalConfig) -> list[str]:
     """The GPUs shards may use; none when the run is on CPU."""
     import torch
 
-    if not torch.cuda.is_available() or (cfg.engine == "hf" and cfg.device == "cpu"):
+    if not torch.cuda.is_available() or (cfg.engine.kind == "hf" and cfg.engine.device == "cpu"):
         return []
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
@@ -64,7 +64,7 @@ def visible_devices(cfg: EvalConfig) -> list[str]:
 
 def launch_shards(cfg: EvalConfig, out: Path, model_path: str, work: list[tuple[str, int]]) -> None:
     """Generate `work` ((benchmark spec, chunk index) pairs) in `cfg.data_parallel_size` processes."""
-    per_shard = cfg.tensor_parallel_size if cfg.engine == "vllm" else 1
+    per_shard = cfg.engine.tensor_parallel_size if cfg.engine.kind == "vllm" else 1
     devices = shard_devices(visible_devices(cfg), cfg.data_parallel_size, per_shard)
     folder = out / "shards"
     folder.mkdir(exist_ok=True)

@@ -1,7 +1,7 @@
 """The paper's table from one command: `python -m eval_harness reproduce --model qwen2.5-math-7b`.
 
 For each requested row of SPEC 3 (default: the base model and all eight rows) and seed: train
-with the row's config (`configs/<model>/prefix_rft.yaml` + `configs/toy/rows/<row>.yaml`;
+with the row's config (`configs/<model>/prefix_rft.yaml` + `configs/rows/<row>.yaml`;
 SFT+RFT: the RFT row from the SFT run's export of the same seed), evaluate the final export
 with the eval harness under the model's protocol (`MODELS`), and assemble `table.md`,
 `table.json` and `table.png` in `--out` (eval_harness/table.py), with the published numbers
@@ -42,7 +42,7 @@ from eval_harness.jobs import Job, describe, execute, selection_score
 from prefix_rft_pl.export import EXPORT_MARKER
 
 ROWS = ["base", "sft", "rft", "sft_rft", "rl_sft_loss", "luffy", "relift", "uft", "prefix_rft"]
-ROW_FILES = {"sft_rft": "rft", "prefix_rft": None, "base": None}  # else configs/toy/rows/<row>.yaml
+ROW_FILES = {"sft_rft": "rft", "prefix_rft": None, "base": None}  # else configs/rows/<row>.yaml
 TOY_TASK = Path("artifacts/toy/task")
 
 
@@ -73,8 +73,8 @@ MODELS = {
                               tuple(PAPER_BENCHMARKS), tuple(PAPER_BENCHMARKS), None, LUFFY_SFT_LR, eval_devices=8),
     # the toy: 8 samples per problem at T = 0.6 on every split, HF generation, 40 new tokens
     "toy": ModelSpec("configs/toy/prefix_rft.yaml",
-                     {"engine": "hf", "max_new_tokens": 40, "num_samples": {}, "default_num_samples": 8,
-                      "chunk_size": 800, "grading_workers": 1, "device": "cpu"},
+                     {"engine": {"kind": "hf", "device": "cpu"}, "max_new_tokens": 40, "num_samples": {},
+                      "default_num_samples": 8, "chunk_size": 800, "grading_workers": 1},
                      ("easy", "hard", "ood_easy", "ood_hard"), ("easy", "hard"), select_on=("val",)),
 }
 
@@ -86,13 +86,13 @@ def read_yaml(path: str | Path) -> dict:
 
 def row_config(row: str) -> dict:
     name = ROW_FILES.get(row, row)
-    return read_yaml(f"configs/toy/rows/{name}.yaml") if name else {}
+    return read_yaml(f"configs/rows/{name}.yaml") if name else {}
 
 
 def steps_per_batch(row: str) -> int:
     """Optimiser steps per rollout batch (max_steps counts optimiser steps)."""
-    model = row_config(row).get("model", {})
-    return model.get("mini_batches", 1) * model.get("ppo_epochs", 1)
+    update = row_config(row).get("model", {}).get("update", {})
+    return update.get("mini_batches", 1) * update.get("ppo_epochs", 1)
 
 
 def fit_devices(base: dict) -> int:
@@ -112,11 +112,11 @@ def overlay(base: dict, row: str, run: Path, seed: int, batches: int, lr: float 
             c["init_args"]["steps"] = batches
     model: dict = {"seed": seed}
     if lr is not None:
-        model["learning_rate"] = lr
+        model["optim"] = {"lr": lr}
     if policy is not None:
         model["policy"] = policy
     if row == "uft":
-        model["hint_steps"] = max(1, round(0.6 * batches))
+        model["hints"] = {**row_config(row)["model"]["hints"], "steps": max(1, round(0.6 * batches))}
     loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                 "init_args": {"save_dir": str(run), "name": "train", "version": ""}},
                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -187,7 +187,7 @@ def fit_job(req: Request, spec: ModelSpec, base: dict, row: str, seed: int, lr: 
     write_once(run / "overlay.yaml", settings)
     row_file = ROW_FILES.get(row, row)
     argv = ["python", "-m", "prefix_rft_pl", "fit", "--config", spec.config,
-            *(["--config", f"configs/toy/rows/{row_file}.yaml"] if row_file else []),
+            *(["--config", f"configs/rows/{row_file}.yaml"] if row_file else []),
             *req.fit_overrides, "--config", str(run / "overlay.yaml"), "--ckpt_path", "last"]
     export = run / "train" / "hf_export"
     job = Job("fit", f"{row}/{run.name}", argv, fit_devices(base), export / EXPORT_MARKER,
@@ -289,7 +289,7 @@ def reproduce(req: Request, workers: int = 1) -> dict:
         ran, failed = execute(jobs, req.out, workers, failed)
         if ran == 0:
             break
-    table = write_table(req, jobs)
+    table = write_table(req, jobs, MODELS[req.model], ROWS)
     if failed or notes:
         raise RuntimeError(f"{len(failed)} jobs failed or were skipped: {failed}; not planned: {notes}. The table has "
                            f"what finished; run the same command again to retry (finished jobs are kept).")

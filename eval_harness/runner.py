@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -98,7 +99,7 @@ def generate(cfg: EvalConfig, out: Path, model_path: str, work: list[tuple[str, 
                 store.append(run_chunk(engine, tokenizer, reward, cfg, name, k, plan[k], problems, prompts, too_long))
     finally:
         reward.close()
-        if engine is not None and hasattr(engine, "close"):
+        if engine is not None:
             engine.close()
 
 
@@ -109,7 +110,7 @@ def prepare_prompts(cfg: EvalConfig, model_path: str, tokenizer, specs: list[str
 
     from prefix_rft_pl.context import check_prompts, model_context
 
-    context = model_context(AutoConfig.from_pretrained(model_path), cfg.max_model_len)
+    context = model_context(AutoConfig.from_pretrained(model_path), cfg.engine.max_model_len)
     prepared = {}
     for spec in specs:
         problems = load_benchmark(spec, cfg.data_dir)[: cfg.limit]
@@ -171,20 +172,8 @@ def resolve_template(template: str, tokenizer) -> str:
 
 
 def build_engine(cfg: EvalConfig, model_path: str, tokenizer):
-    if cfg.engine == "hf":
-        from transformers import AutoModelForCausalLM
+    """The engine of the settings group (prefix_rft_pl.engines.build_engine, as in training); the
+    hf engine generates one chunk per batch."""
+    from prefix_rft_pl.engines.build import build_engine as build
 
-        from prefix_rft_pl.engines.hf import HFEngine
-
-        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=cfg.dtype).to(device)
-        return HFEngine(model, tokenizer, max_batch_size=cfg.chunk_size)
-    if cfg.engine == "vllm":
-        from prefix_rft_pl.engines.vllm import VLLMEngine
-
-        return VLLMEngine(
-            model_path, dtype=cfg.dtype, seed=cfg.seed, max_model_len=cfg.max_model_len,
-            gpu_memory_utilization=cfg.gpu_memory_utilization, tensor_parallel_size=cfg.tensor_parallel_size,
-            kv_cache_gib=cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager,
-        )
-    raise ValueError(f"unknown engine {cfg.engine!r}: use vllm or hf")
+    return build(replace(cfg.engine, max_batch_size=cfg.chunk_size), model_path, tokenizer, seed=cfg.seed)

@@ -62,13 +62,11 @@ def collect(jobs, reported: tuple[str, ...], average: tuple[str, ...]) -> dict:
     return {"rows": rows, "grid": grid}
 
 
-def write_table(req, jobs) -> dict:
-    """table.json, table.md and table.png in req.out; returns the json."""
-    from eval_harness.reproduce import MODELS, ROWS
-
-    spec = MODELS[req.model]
+def write_table(req, jobs, spec, rows: list[str]) -> dict:
+    """table.json, table.md and table.png in req.out for the model `spec` (reproduce.ModelSpec),
+    its rows in the order `rows`; returns the json."""
     data = collect(jobs, spec.reported, spec.average)
-    data["rows"] = {r: data["rows"][r] for r in ROWS if r in data["rows"]}
+    data["rows"] = {r: data["rows"][r] for r in rows if r in data["rows"]}
     published = PUBLISHED.get(spec.published or "", {})
     table = {"model": req.model, "command": req.command,
              "reported": list(spec.reported), "average_over": list(spec.average), "seeds": req.seeds,

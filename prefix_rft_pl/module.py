@@ -336,6 +336,6 @@ class PrefixRFTModule(L.LightningModule):
     def teardown(self, stage: str) -> None:
         if self.reward_fn is not None:
             self.reward_fn.close()
-        if stage == "fit" and self.engine is not None:
+        if stage == "fit" and self.engine is not None and self.engine.holds_weights:
             self.engine.close()  # before the strategy destroys the process group vLLM's groups live in
-            self.engine = None
+            self.engine = None  # a later fit builds a new one; an engine on the live policy stays

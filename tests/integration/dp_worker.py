@@ -4,7 +4,7 @@ Run as a script (`python tests/integration/dp_worker.py SPEC.json`): under
 `ModelParallelStrategy` Lightning starts the other ranks by running the same command
 again, so every rank reads the same spec. The spec says how many prompts each rank holds
 (`split`, e.g. [4], [2, 2] or [1, 3]: the same 4 prompts in the same global order), the
-module's settings, and which prompts fail every rollout. Every rank writes
+module's settings (the config's spelling), and which prompts fail every rollout. Every rank writes
 `rank<r>.json` (global_step, the schedule's clock, ReLIFT counters, low_t per iteration);
 rank 0 also writes `grads.pt`, the full gradient of every optimiser step.
 
@@ -24,33 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from callbacks import PrefixSchedule
-from prefix_rft_pl.module import PrefixRFTModule
-from prefix_rft_pl.toy.task import PROMPT_TEMPLATE
-from prefix_rft_pl.types import PromptDemoBatch, PromptItem, Rollout
-
-
-class CannedEngine:
-    """Sample 0 of an ordinary request copies the demonstration (correct), the others answer
-    `\\boxed{1}` (wrong); hybrids finish the demonstration. Prompts listed in `failing`
-    get only wrong ordinary samples."""
-
-    def __init__(self, tokenizer, items, failing):
-        self.wrong = tokenizer("\\boxed{1}")["input_ids"] + [tokenizer.eos_token_id]
-        self.demos = {tuple(i.prompt_ids): i.demo_ids[0] for i in items}
-        self.failing = {tuple(i.prompt_ids) for i in items if i.uid in failing}
-
-    def generate(self, requests, sampling):
-        out = []
-        for r in requests:
-            key = tuple(r.prompt_ids)
-            for s in range(r.num_samples):
-                right = r.prefix_ids or (s == 0 and key not in self.failing)
-                ids = self.demos[key][len(r.prefix_ids):] if right else self.wrong
-                out.append(Rollout(list(ids), [0.0] * len(ids), "stop"))
-        return out
-
-    def update_weights(self, named_tensors):
-        pass
+from prefix_rft_pl.types import PromptDemoBatch
+from tests.helpers import CannedEngine, build_module, items_from
 
 
 class Record(L.Callback):
@@ -76,13 +51,6 @@ class Record(L.Callback):
             torch.save(self.grads, self.out / "grads.pt")
 
 
-def items_from(tokenizer, path: str, n: int) -> list[PromptItem]:
-    rows = [json.loads(line) for line in open(path)][:n]
-    return [PromptItem(str(i), tokenizer(PROMPT_TEMPLATE.format(problem=r["problem"]))["input_ids"],
-                       [tokenizer(r["solution"])["input_ids"] + [tokenizer.eos_token_id]], [r["answer"]])
-            for i, r in enumerate(rows)]
-
-
 class RankBatches(L.LightningDataModule):
     """Every rank takes its own `split[rank]` prompts of the global batch, at every step."""
 
@@ -105,8 +73,8 @@ def main(spec_path: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     split = spec["split"]
     items = items_from(tokenizer, spec["task_file"], sum(split))
-    module = PrefixRFTModule(policy=spec["model_dir"], reward_workers=1, **spec["hparams"])
-    module.engine = CannedEngine(tokenizer, items, set(spec.get("failing", [])))
+    module = build_module(spec["model_dir"], {"reward": {"workers": 1}}, spec["hparams"])
+    module.engine = CannedEngine(tokenizer, items, spec.get("failing", []))
     if len(split) == 1:
         strategy = "auto"
     else:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import merge
+
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +53,8 @@ def run(out: Path, tiny_model_dir, toy_task_files, split, hparams, max_steps=1, 
     return out
 
 
-HPARAMS = {"group_size": 4, "num_hybrid": 1, "max_response_tokens": 48, "micro_batch_size": 4,
-           "prefix_token_keep": 0.2, "learning_rate": 1e-3}
+HPARAMS = {"rollout": {"group_size": 4, "num_hybrid": 1, "max_response_tokens": 48},
+           "update": {"micro_batch_size": 4}, "prefix": {"token_keep": 0.2}, "optim": {"lr": 1e-3}}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_two_ranks_give_the_one_rank_gradient(tmp_path, tiny_model_dir, toy_task
 def test_relift_on_two_ranks_decides_the_sft_step_together(tmp_path, tiny_model_dir, toy_task_files):
     # rank 1's two prompts fail every rollout; the global batch is 4 prompts, so the shared
     # buffer holds a batch after iterations 2 and 4: two SFT steps, on both ranks at once
-    hparams = {**HPARAMS, "num_hybrid": 0, "relift": True}
+    hparams = merge(HPARAMS, {"rollout": {"num_hybrid": 0}, "relift": {}})
     cosine = {"kind": "cosine", "low_start": 0.95, "low_end": 0.05, "high": 0.95, "steps": 4}
     out = run(tmp_path / "run", tiny_model_dir, toy_task_files, [2, 2], hparams, max_steps=4, iterations=8,
               schedule=cosine, failing=("2", "3"))

@@ -2,62 +2,27 @@
 advantage, and a gradient independent of the micro-batch size. End-to-end tests with
 real engines are in tests/integration."""
 
-import json
-
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from callbacks import EntropyStats, PrefixSchedule
-from prefix_rft_pl.module import PrefixRFTModule
-from prefix_rft_pl.toy.task import PROMPT_TEMPLATE
-from prefix_rft_pl.types import PromptDemoBatch, PromptItem, Rollout
+from prefix_rft_pl.types import PromptDemoBatch
+from tests.helpers import GradRecorder, ScriptedEngine, build_module, items_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 
-class ScriptedEngine:
-    """Ordinary samples answer wrongly except the first of each prompt; hybrids finish the demo."""
-
-    def __init__(self, tokenizer, items):
-        self.tokenizer, self.demos = tokenizer, {tuple(i.prompt_ids): i.demo_ids[0] for i in items}
-
-    def generate(self, requests, sampling):
-        out = []
-        for r in requests:
-            demo = self.demos[tuple(r.prompt_ids)]
-            for s in range(r.num_samples):
-                ids = demo[len(r.prefix_ids):] if (r.prefix_ids or s == 0) else self.tokenizer("\\boxed{1}")["input_ids"]
-                out.append(Rollout(list(ids), [0.0] * len(ids), "stop"))
-        return out
-
-    def update_weights(self, named_tensors):
-        pass
+BASE = {"rollout": {"group_size": 4, "max_response_tokens": 48}, "reward": {"workers": 1}}
 
 
-class GradRecorder(L.Callback):
-    def __init__(self):
-        self.grads = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.grads.append({n: p.grad.clone() for n, p in pl_module.policy.named_parameters()})
-
-
-def items_from(tokenizer, path, n):
-    rows = [json.loads(line) for line in open(path)][:n]
-    return [PromptItem(str(i), tokenizer(PROMPT_TEMPLATE.format(problem=r["problem"]))["input_ids"],
-                       [tokenizer(r["solution"])["input_ids"] + [tokenizer.eos_token_id]], [r["answer"]])
-            for i, r in enumerate(rows)]
-
-
-def run_step(tiny_model_dir, toy_task_files, **hparams):
+def run_step(tiny_model_dir, toy_task_files, settings):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = items_from(tokenizer, toy_task_files["train"], 4)
-    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=4, max_response_tokens=48,
-                             reward_workers=1, **hparams)
+    module = build_module(str(tiny_model_dir), BASE, settings)
     module.engine = ScriptedEngine(tokenizer, items)
     recorder = GradRecorder()
     outputs = {}
@@ -75,15 +40,16 @@ def run_step(tiny_model_dir, toy_task_files, **hparams):
 
 
 def test_gradient_is_independent_of_micro_batch_size(tiny_model_dir, toy_task_files):
-    g1, _, _ = run_step(tiny_model_dir, toy_task_files, micro_batch_size=16)
-    g4, _, _ = run_step(tiny_model_dir, toy_task_files, micro_batch_size=4)
+    g1, _, _ = run_step(tiny_model_dir, toy_task_files, {"update": {"micro_batch_size": 16}})
+    g4, _, _ = run_step(tiny_model_dir, toy_task_files, {"update": {"micro_batch_size": 4}})
     assert any(g.abs().sum() > 0 for g in g1.values())
     for name in g1:
         torch.testing.assert_close(g4[name], g1[name], rtol=1e-4, atol=1e-8)
 
 
 def test_rewards_and_prefix_masks_reach_the_loss(tiny_model_dir, toy_task_files):
-    _, out, metrics = run_step(tiny_model_dir, toy_task_files, micro_batch_size=16, prefix_token_keep=0.2)
+    _, out, metrics = run_step(tiny_model_dir, toy_task_files,
+                               {"update": {"micro_batch_size": 16}, "prefix": {"token_keep": 0.2}})
     # per prompt: ordinary [1, 0, 0] + hybrid 1 -> rewards 0.5 mean; hybrids all correct
     assert metrics["reward/hybrid"].item() == 1.0
     assert metrics["reward/ordinary"].item() == pytest.approx(1 / 3)
@@ -95,7 +61,8 @@ def test_rewards_and_prefix_masks_reach_the_loss(tiny_model_dir, toy_task_files)
 
 
 def test_freeze_prefix_gives_prefix_tokens_no_gradient_signal(tiny_model_dir, toy_task_files):
-    _, out, _ = run_step(tiny_model_dir, toy_task_files, micro_batch_size=16, prefix_selection="freeze")
+    _, out, _ = run_step(tiny_model_dir, toy_task_files,
+                         {"update": {"micro_batch_size": 16}, "prefix": {"selection": "freeze"}})
     assert not out["kept"].any()
 
 
@@ -108,8 +75,7 @@ def test_schedule_counts_rollout_batches_not_optimiser_steps(tiny_model_dir, toy
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = items_from(tokenizer, toy_task_files["train"], 4)
-    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=4, max_response_tokens=48, reward_workers=1,
-                             mini_batches=2, ppo_epochs=2)
+    module = build_module(str(tiny_model_dir), BASE, {"update": {"mini_batches": 2, "ppo_epochs": 2}})
     module.engine = ScriptedEngine(tokenizer, items)
     schedule = PrefixSchedule(kind="cosine", steps=4)
     lows = []

@@ -8,45 +8,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from callbacks import PrefixSchedule
-from prefix_rft_pl.baselines import hint_units
-from prefix_rft_pl.module import PrefixRFTModule
-from prefix_rft_pl.types import PromptDemoBatch, Rollout
-from tests.integration.test_module_wiring import items_from
+from prefix_rft_pl.baselines.uft import hint_units
+from prefix_rft_pl.types import PromptDemoBatch
+from tests.helpers import RecordingEngine, build_module, items_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 
-class RecordingEngine:
-    """Answers `\\boxed{1}` (wrong) to every request, or the rest of the demonstration when
-    `finish` (a hint then only needs its end); records the requests."""
-
-    def __init__(self, tokenizer, items, finish=False):
-        self.tokenizer, self.finish, self.requests = tokenizer, finish, []
-        self.demos = {tuple(i.prompt_ids): i.demo_ids[0] for i in items}
-
-    def generate(self, requests, sampling):
-        self.requests += list(requests)
-        out = []
-        for r in requests:
-            for _ in range(r.num_samples):
-                ids = self.tokenizer("\\boxed{1}")["input_ids"]
-                if self.finish:
-                    prompt = next(p for p in self.demos if tuple(r.prompt_ids[:len(p)]) == p)
-                    ids = self.demos[prompt][len(r.prompt_ids) - len(prompt):]
-                out.append(Rollout(list(ids), [0.0] * len(ids), "stop"))
-        return out
-
-    def update_weights(self, named_tensors):
-        pass
-
-
-def fit(tiny_model_dir, toy_task_files, engine_finish=False, max_steps=2, **hparams):
+def fit(tiny_model_dir, toy_task_files, settings, engine_finish=False, max_steps=2):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = items_from(tokenizer, toy_task_files["train"], 4)
-    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=4, num_hybrid=0, max_response_tokens=48,
-                             reward_workers=1, **hparams)
+    module = build_module(str(tiny_model_dir), {"rollout": {"group_size": 4, "num_hybrid": 0, "max_response_tokens": 48},
+                                                "reward": {"workers": 1}}, settings)
     module.engine = RecordingEngine(tokenizer, items, engine_finish)
     trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
@@ -58,7 +33,8 @@ def fit(tiny_model_dir, toy_task_files, engine_finish=False, max_steps=2, **hpar
 
 def test_relift_sft_step_uses_its_own_optimiser_and_is_not_a_training_step(tiny_model_dir, toy_task_files):
     # every rollout fails: the 4 prompts fill the buffer (a global batch of 4) at once -> one SFT step
-    module, trainer, _, _ = fit(tiny_model_dir, toy_task_files, max_steps=2, relift=True, mini_batches=2)
+    module, trainer, _, _ = fit(tiny_model_dir, toy_task_files, {"relift": {}, "update": {"mini_batches": 2}},
+                                 max_steps=2)
     rl, sft = (opt.optimizer for opt in module.optimizers())
     assert module.relift_sft_steps == 1 and module.relift_buffer == []
     assert trainer.global_step == 2                                         # 2 RL mini-batch steps only
@@ -68,8 +44,10 @@ def test_relift_sft_step_uses_its_own_optimiser_and_is_not_a_training_step(tiny_
 
 def test_uft_hint_is_in_every_rollouts_prompt_and_in_the_graded_text(tiny_model_dir, toy_task_files):
     # p(1) = 0.95 with T_hint = 300: most prompts get a hint; the engine finishes each demonstration
-    module, trainer, items, tokenizer = fit(tiny_model_dir, toy_task_files, engine_finish=True, max_steps=1,
-                                            hint_steps=300, demo_sft_coef=0.001, kl_coef=0.001, entropy_coef=0.001)
+    module, trainer, items, tokenizer = fit(
+        tiny_model_dir, toy_task_files,
+        {"hints": {"steps": 300}, "loss": {"demo_sft_coef": 0.001, "kl_coef": 0.001, "entropy_coef": 0.001}},
+        engine_finish=True, max_steps=1)
     assert len(module.engine.requests) == 4 and all(r.num_samples == 4 and not r.prefix_ids
                                                     for r in module.engine.requests)
     hinted = 0

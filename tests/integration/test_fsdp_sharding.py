@@ -49,7 +49,7 @@ def _batch(n: int = 4, t: int = 12):
 def _logprobs(model, rows, batch, loss_scale):
     """Old log-probs and entropies (no grad) of `rows`, then the backward of loss_scale x
     their token-mean log-prob loss."""
-    from prefix_rft_pl.logprobs import logprobs_from_model
+    from prefix_rft_pl.update.logprobs import logprobs_from_model
 
     input_ids, attention_mask, position_ids, targets = (x[rows] for x in batch)
     with torch.no_grad():

@@ -39,7 +39,7 @@ def _one_adamw_step(rank: int, port: int, model_dir: str, setup: dict, out: str)
     from transformers import AutoModelForCausalLM
 
     from prefix_rft_pl.distributed import shard_policy
-    from prefix_rft_pl.logprobs import logprobs_from_model
+    from prefix_rft_pl.update.logprobs import logprobs_from_model
     from prefix_rft_pl.optim import build_optimizer, check_master_weights
 
     mesh = _init(rank, port)

@@ -39,7 +39,7 @@ def engine(tiny_model_dir):
 
 
 def push(engine, model) -> None:
-    from callbacks.weight_sync import stream_full_tensors
+    from prefix_rft_pl.weight_sync import stream_full_tensors
 
     engine.update_weights(stream_full_tensors(model, engine.dtype))
 
@@ -144,7 +144,7 @@ def test_skipped_sync_trips_the_weight_check_and_a_sync_clears_it(engine, hf_mod
 
 
 def test_weight_sync_callback_pushes_and_logs(engine, hf_model):
-    from callbacks.weight_sync import VLLMWeightSync
+    from prefix_rft_pl.weight_sync import VLLMWeightSync
 
     push(engine, hf_model)
     trained = sgd_step(hf_model)

@@ -47,7 +47,7 @@ def test_the_check_reads_the_packed_output_layer_of_a_tied_model(tied_model_dir,
     from transformers import AutoModelForCausalLM
 
     import prefix_rft_pl.engines.vllm as vllm_engine
-    from callbacks.weight_sync import stream_full_tensors
+    from prefix_rft_pl.weight_sync import stream_full_tensors
 
     model = AutoModelForCausalLM.from_pretrained(tied_model_dir, dtype=torch.float32)
     assert model.lm_head.weight is model.model.embed_tokens.weight

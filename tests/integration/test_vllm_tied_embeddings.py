@@ -16,7 +16,7 @@ pytest.importorskip("vllm")
 
 def engine_vs_trainer(engine, model, prompt: list[int]) -> float:
     """Max |engine - trainer| log-prob over 8 greedy tokens."""
-    from prefix_rft_pl.forward import response_logprobs
+    from prefix_rft_pl.update.forward import response_logprobs
     from prefix_rft_pl.prefix import Trajectory, pad_trajectories
 
     rollout = engine.generate([GenerationRequest(prompt, 8)], SamplingConfig(temperature=0.0))[0]

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from prefix_rft_pl.context import PromptTooLongError, check_requests, model_context, over_context
+from prefix_rft_pl.engines.base import LiveWeights
 from prefix_rft_pl.types import GenerationRequest, PromptDemoBatch, PromptItem
+from tests.helpers import build_module
 
 
 def test_model_context_is_the_smaller_of_engine_and_model_limits():
@@ -38,15 +40,13 @@ def test_check_requests_names_each_row_once_with_its_prompt_length():
     assert "budget 112 > context 512" in message and "max_prompt_tokens <= 400" in message
 
 
-class MustNotGenerate:
+class MustNotGenerate(LiveWeights):
     def generate(self, requests, sampling):
         raise AssertionError("the engine was called with a prompt longer than the context")
 
 
 def test_trainer_stops_before_generation_naming_the_row(tiny_model_dir):
-    from prefix_rft_pl.module import PrefixRFTModule
-
-    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=2, max_response_tokens=64)
+    module = build_module(str(tiny_model_dir), {"rollout": {"group_size": 2, "max_response_tokens": 64}})
     module.configure_model()           # the toy model's context: 512 positions
     module.engine = MustNotGenerate()
     items = [PromptItem("train.parquet:3", [5] * 100, [[6] * 10], ["1"]),
@@ -56,9 +56,7 @@ def test_trainer_stops_before_generation_naming_the_row(tiny_model_dir):
 
 
 def test_validation_stops_before_generation_naming_the_row(tiny_model_dir):
-    from prefix_rft_pl.module import PrefixRFTModule
-
-    module = PrefixRFTModule(policy=str(tiny_model_dir), group_size=2, max_response_tokens=64)
+    module = build_module(str(tiny_model_dir), {"rollout": {"group_size": 2, "max_response_tokens": 64}})
     module.configure_model()
     items = [PromptItem("val.jsonl:0", [5] * 500, [], ["1"])]
     with pytest.raises(PromptTooLongError, match=r"^validation 1 prompt\(s\).*val\.jsonl:0 \(500 tokens\)"):

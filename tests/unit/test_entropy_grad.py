@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prefix_rft_pl.logprobs import token_logprobs_and_entropy
+from prefix_rft_pl.update.logprobs import token_logprobs_and_entropy
 from tests.unit.test_logprobs import _as_head as _head  # the weight itself, or an nn.Linear holding it
 
 

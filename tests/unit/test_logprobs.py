@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from prefix_rft_pl.logprobs import (
+from prefix_rft_pl.update.logprobs import (
     logprobs_from_model,
     naive_token_logprobs_and_entropy,
     token_logprobs_and_entropy,

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from prefix_rft_pl.config import Clip, Prefix
+from prefix_rft_pl.variants import PPOPrefix, SFTPrefix, ShapedPrefix
 from prefix_rft_pl.losses import (
     aggregate_constant,
     aggregate_seq_mean_token_mean,
@@ -96,14 +98,14 @@ def test_token_losses_prefix_rules():
     logprobs = _ones(math.log(0.5), math.log(0.5))
     generated, prefix = _ones(True, False), _ones(False, True)
     adv = _ones(0.5, 0.5)
-    ppo = token_losses(logprobs, logprobs, adv, generated, prefix, "ppo")
+    ppo = token_losses(logprobs, logprobs, adv, generated, prefix, PPOPrefix(), Clip())
     torch.testing.assert_close(ppo, _ones(-0.5, -0.5))  # same weight on prefix and generated tokens
-    shaped = token_losses(logprobs, logprobs, adv, generated, prefix, "shaped", shaping_gamma=0.1)
+    shaped = token_losses(logprobs, logprobs, adv, generated, prefix, ShapedPrefix(gamma=0.1), Clip())
     torch.testing.assert_close(shaped, _ones(-0.5, -0.5 * 5 / 6))
-    sft = token_losses(logprobs, logprobs, adv, generated, prefix, "sft", prefix_sft_weight=0.001)
+    sft = token_losses(logprobs, logprobs, adv, generated, prefix, SFTPrefix(weight=0.001), Clip())
     torch.testing.assert_close(sft, _ones(-0.5, 0.001 * math.log(2)))
-    with pytest.raises(ValueError, match="prefix_rule"):
-        token_losses(logprobs, logprobs, adv, generated, prefix, "nope")
+    with pytest.raises(ValueError, match="prefix.rule"):
+        Prefix(rule="nope")  # an unknown rule is a config error, never a fall-through
 
 
 def test_aggregations_by_hand():

@@ -1,11 +1,14 @@
-"""Which rows each pass covers (prefix_rft_pl.passes) and the HF engine's length batches."""
+"""Which rows each pass covers (prefix_rft_pl.update.rows) and the HF engine's length batches."""
 
 import pytest
 import torch
 
 from prefix_rft_pl import losses
+from prefix_rft_pl.config import Clip
 from prefix_rft_pl.engines.hf import length_batches
-from prefix_rft_pl.passes import reuses_old_logprobs, rows_with_gradient, scatter_rows, separate_pass_rows
+from prefix_rft_pl.update.rows import reuses_old_logprobs, rows_with_gradient, scatter_rows, separate_pass_rows
+from prefix_rft_pl.variants import (DrGRPOConstant, PPOPrefix, SeqMeanTokenMean, ShapedPrefix, SFTPrefix, TokenMean,
+                                    TokenSum)
 
 
 def test_old_logprobs_are_reused_only_with_one_optimiser_step_per_batch_and_no_tis():
@@ -18,13 +21,14 @@ def test_old_logprobs_are_reused_only_with_one_optimiser_step_per_batch_and_no_t
 def test_rows_with_gradient():
     adv = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.0]])
     prefix = torch.tensor([[False, False], [False, False], [True, False]])
-    assert rows_with_gradient(adv, prefix, "ppo", False).tolist() == [False, True, False]
-    assert rows_with_gradient(adv, prefix, "shaped", False).tolist() == [False, True, False]
-    assert rows_with_gradient(adv, prefix, "sft", False).tolist() == [False, True, True]  # SFT ignores A
-    assert rows_with_gradient(adv, prefix, "ppo", True).tolist() == [True, True, True]    # entropy / KL
+    ppo, shaped, sft = (rule.uses_advantage for rule in (PPOPrefix(), ShapedPrefix(), SFTPrefix()))
+    assert rows_with_gradient(adv, prefix, ppo, False).tolist() == [False, True, False]
+    assert rows_with_gradient(adv, prefix, shaped, False).tolist() == [False, True, False]
+    assert rows_with_gradient(adv, prefix, sft, False).tolist() == [False, True, True]  # SFT ignores A
+    assert rows_with_gradient(adv, prefix, ppo, True).tolist() == [True, True, True]    # entropy / KL
 
 
-@pytest.mark.parametrize("rule,dual_clip", [("ppo", None), ("ppo", 3.0), ("shaped", None)])
+@pytest.mark.parametrize("rule,dual_clip", [(PPOPrefix(), None), (PPOPrefix(), 3.0), (ShapedPrefix(), None)])
 def test_a_row_without_advantage_adds_exactly_zero_gradient(rule, dual_clip):
     # the skip is exact: rows_with_gradient's False rows have d loss / d logprobs == 0, any ratio
     torch.manual_seed(0)
@@ -33,10 +37,10 @@ def test_a_row_without_advantage_adds_exactly_zero_gradient(rule, dual_clip):
     adv = torch.tensor([[0.0] * 4, [1.0, -1.0, 0.0, 2.0], [0.0] * 4])
     prefix = torch.tensor([[False] * 4, [True, False, False, False], [True, True, False, False]])
     mask = torch.ones(3, 4, dtype=torch.bool)
-    per_token = losses.token_losses(logprobs, old, adv, mask & ~prefix, prefix, rule, dual_clip=dual_clip)
-    for kind in ("constant", "token_mean", "seq_mean_token_mean", "token_sum"):
-        (grad,) = torch.autograd.grad(losses.aggregate(kind, per_token, mask, 3.0, 4), logprobs, retain_graph=True)
-        skipped = ~rows_with_gradient(adv, prefix, rule, False)
+    per_token = losses.token_losses(logprobs, old, adv, mask & ~prefix, prefix, rule, Clip(dual_clip=dual_clip))
+    for aggregation in (DrGRPOConstant(), TokenMean(), SeqMeanTokenMean(), TokenSum()):
+        (grad,) = torch.autograd.grad(aggregation(per_token, mask, 3.0, 4), logprobs, retain_graph=True)
+        skipped = ~rows_with_gradient(adv, prefix, rule.uses_advantage, False)
         assert skipped.tolist() == [True, False, True]
         assert grad[skipped].eq(0).all() and grad[~skipped].ne(0).any()
 

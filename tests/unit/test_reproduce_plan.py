@@ -41,13 +41,13 @@ def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(
     sft_rft = ids["fit:sft_rft/s0"]
     assert sft_rft.after == ["fit:sft/s0"]
     assert sft_rft.argv[:8] == ["python", "-m", "prefix_rft_pl", "fit", "--config",
-                                "configs/qwen2.5-math-7b/prefix_rft.yaml", "--config", "configs/toy/rows/rft.yaml"]
+                                "configs/qwen2.5-math-7b/prefix_rft.yaml", "--config", "configs/rows/rft.yaml"]
     assert sft_rft.argv[-2:] == ["--ckpt_path", "last"]  # a resubmitted fit resumes from its last checkpoint
     overlay = yaml.safe_load((tmp_path / "sft_rft" / "s0" / "overlay.yaml").read_text())
     assert overlay["model"]["policy"] == str(tmp_path / "sft" / "s0" / "train" / "hf_export")
-    assert yaml.safe_load((tmp_path / "sft" / "s0" / "overlay.yaml").read_text())["model"]["learning_rate"] == 5e-5
+    assert yaml.safe_load((tmp_path / "sft" / "s0" / "overlay.yaml").read_text())["model"]["optim"]["lr"] == 5e-5
     uft = yaml.safe_load((tmp_path / "uft" / "s0" / "overlay.yaml").read_text())
-    assert uft["model"]["hint_steps"] == 300  # UFT: hints for 300 of 500 steps
+    assert uft["model"]["hints"]["steps"] == 300  # UFT: hints for 300 of 500 steps
     callbacks = [c["class_path"] for c in uft["trainer"]["callbacks"]]
     assert "callbacks.VLLMWeightSync" in callbacks and "lightning.pytorch.callbacks.ModelCheckpoint" in callbacks
     schedule = yaml.safe_load((tmp_path / "prefix_rft" / "s0" / "overlay.yaml").read_text())["trainer"]["callbacks"][0]

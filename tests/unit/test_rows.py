@@ -1,4 +1,4 @@
-"""Each row of the paper's table (SPEC 3) as configured in configs/toy/rows: its per-token
+"""Each row of the paper's table (SPEC 3) as configured in configs/rows: its per-token
 weights W_t on a hand-made batch, read off the gradient of the per-token loss
 (d loss / d log pi = -W_t at ratio 1, or at the ratio given), against the row's definition
 in its source (the row configs name the file and commit); and the rows' extra machinery
@@ -13,25 +13,21 @@ import pytest
 import torch
 import yaml
 
-from prefix_rft_pl.baselines import (
-    hint_boundaries,
-    hint_units,
-    mini_batch_prompts,
-    relift_buffer_step,
-    sample_hint_length,
-    uft_hint_prob,
-    with_hints,
-)
+from prefix_rft_pl.baselines.relift import relift_buffer_step
+from prefix_rft_pl.baselines.uft import hint_boundaries, hint_units, sample_hint_length, uft_hint_prob, with_hints
+from prefix_rft_pl.config import Settings
 from prefix_rft_pl.losses import aggregate_token_sum, entropy_bonus, group_advantages, low_var_kl, token_losses
-from prefix_rft_pl.module import PrefixRFTModule
 from prefix_rft_pl.types import PromptItem
+from prefix_rft_pl.update.rows import mini_batch_prompts
+from prefix_rft_pl.variants import ShapedPrefix, SFTPrefix, TokenMean, TokenSum
+from tests.helpers import build_module
 
 BASE = yaml.safe_load(Path("configs/toy/prefix_rft.yaml").read_text())["model"]
 
 
-def row_hparams(row: str) -> dict:
-    overlay = {} if row == "prefix_rft" else yaml.safe_load(Path(f"configs/toy/rows/{row}.yaml").read_text())["model"]
-    return PrefixRFTModule(**{**BASE, **overlay}).hparams
+def row_hparams(row: str) -> Settings:
+    overlay = {} if row == "prefix_rft" else yaml.safe_load(Path(f"configs/rows/{row}.yaml").read_text())["model"]
+    return build_module(BASE["policy"], BASE, overlay).settings
 
 
 def weights(hp, advantage: float, prob: float, kept: bool, ratio: float = 1.0):
@@ -41,21 +37,20 @@ def weights(hp, advantage: float, prob: float, kept: bool, ratio: float = 1.0):
     generated = torch.tensor([[True, False]])
     prefix = torch.tensor([[False, True]])
     adv = torch.tensor([[advantage, advantage if kept else 0.0]])      # kept set applied by the module
-    token_losses(logprobs, old, adv, generated, prefix, hp.prefix_rule, hp.eps_low, hp.eps_high,
-                 hp.dual_clip, hp.shaping_gamma, hp.prefix_sft_weight).sum().backward()
+    token_losses(logprobs, old, adv, generated, prefix, hp.prefix.rule, hp.loss.clip).sum().backward()
     return (-logprobs.grad)[0].tolist()
 
 
 def test_prefix_rft_gives_prefix_tokens_the_trajectorys_advantage():
     hp = row_hparams("prefix_rft")
-    assert hp.num_hybrid == 1 and hp.prefix_token_keep == 0.2 and hp.prefix_selection == "top"
+    assert hp.rollout.num_hybrid == 1 and hp.prefix.token_keep == 0.2 and hp.prefix.selection == "top"
     assert weights(hp, 0.5, 0.3, kept=True) == pytest.approx([0.5, 0.5])
     assert weights(hp, 0.5, 0.3, kept=False) == pytest.approx([0.5, 0.0])  # outside the top-20%
 
 
 def test_sft_weight_one_on_every_demonstration_token():
     hp = row_hparams("sft")
-    assert hp.group_size == 1 and hp.prefix_rule == "sft" and hp.prefix_sft_weight == 1.0
+    assert hp.rollout.group_size == 1 and isinstance(hp.prefix.rule, SFTPrefix) and hp.prefix.rule.weight == 1.0
     assert weights(hp, 0.0, 0.3, kept=True)[1] == pytest.approx(1.0)
 
 
@@ -64,15 +59,15 @@ def test_luffy_policy_shaping_on_demonstration_tokens():
     # d/dlogp of A * p/(p+g) = A * g p / (p+g)^2; p = 0.3, g = 0.1: 0.5 * 0.03 / 0.16 = 0.09375
     assert weights(hp, 0.5, 0.3, kept=True) == pytest.approx([0.5, 0.09375])
     # no clipping on demonstration tokens: ratio far from 1 still gets the shaped weight
-    assert hp.prefix_rule == "shaped" and hp.prefix_selection == "none"
+    assert isinstance(hp.prefix.rule, ShapedPrefix) and hp.prefix.selection == "none"
 
 
 @pytest.mark.parametrize("row", ["rft", "relift", "uft"])
 def test_rl_rows_have_no_hybrid_rollout(row):
     hp = row_hparams(row)
-    assert hp.num_hybrid == 0
+    assert hp.rollout.num_hybrid == 0
     assert weights(hp, 0.5, 0.3, kept=True)[0] == pytest.approx(0.5)  # policy-gradient weight A at ratio 1
-    assert hp.relift == (row == "relift")
+    assert (hp.relift is not None) == (row == "relift")
 
 
 # ---------------------------------------------------------------- LUFFY (ElliottYan/LUFFY exp_scripts/train.sh)
@@ -91,8 +86,9 @@ def test_prefix_rft_keeps_the_clip():
 
 def test_luffy_settings_from_its_script():
     hp = row_hparams("luffy")
-    assert (hp.num_hybrid, hp.advantage_baseline, hp.advantage_std) == (1, "group", False)
-    assert (hp.aggregation, hp.entropy_coef, hp.mini_batches, hp.max_grad_norm) == ("token_sum", 0.001, 2, 1.0)
+    assert (hp.rollout.num_hybrid, hp.loss.advantage_baseline, hp.loss.advantage_std) == (1, "group", False)
+    assert isinstance(hp.loss.aggregation, TokenSum)
+    assert (hp.loss.entropy_coef, hp.update.mini_batches, hp.optim.max_grad_norm) == (0.001, 2, 1.0)
 
 
 def test_token_sum_divides_by_max_length_only():
@@ -108,7 +104,8 @@ def test_entropy_bonus_is_minus_coef_times_entropy_on_counted_tokens():
 # ---------------------------------------------------------------- RL w/ SFT loss (LUFFY exp_scripts/train_rl_sft_loss.sh)
 def test_rl_sft_loss_demonstration_replaces_a_rollout_and_takes_only_the_sft_term():
     hp = row_hparams("rl_sft_loss")
-    assert (hp.num_hybrid, hp.demo_sft_coef, hp.advantage_baseline, hp.advantage_std) == (1, 1.0, "ordinary", False)
+    assert (hp.rollout.num_hybrid, hp.loss.demo_sft_coef, hp.loss.advantage_baseline,
+            hp.loss.advantage_std) == (1, 1.0, "ordinary", False)
     # generated tokens: W = A; demonstration tokens: no policy-gradient term (CE comes from demo_sft_coef)
     assert weights(hp, 0.5, 0.3, kept=True) == pytest.approx([0.5, 0.0])
 
@@ -132,8 +129,9 @@ def test_demonstration_ce_is_taken_per_mini_batch_of_prompts():
 # ---------------------------------------------------------------- ReLIFT (TheRoadQaQ/ReLIFT examples/math-7b/train.sh)
 def test_relift_settings_from_its_script():
     hp = row_hparams("relift")
-    assert (hp.advantage_std, hp.aggregation, hp.entropy_coef, hp.mini_batches) == (False, "token_sum", 0.001, 2)
-    assert (hp.max_grad_norm, hp.relift_sft_entropy_coef, hp.relift_sft_max_grad_norm) == (0.7, 0.001, 1.0)
+    assert isinstance(hp.loss.aggregation, TokenSum)
+    assert (hp.loss.advantage_std, hp.loss.entropy_coef, hp.update.mini_batches) == (False, 0.001, 2)
+    assert (hp.optim.max_grad_norm, hp.relift.sft_entropy_coef, hp.relift.sft_max_grad_norm) == (0.7, 0.001, 1.0)
 
 
 def test_relift_buffer_newest_first_and_leaves_a_batch():
@@ -144,12 +142,12 @@ def test_relift_buffer_newest_first_and_leaves_a_batch():
 
 
 def test_relift_has_its_own_optimiser(tiny_model_dir):
-    module = PrefixRFTModule(policy=str(tiny_model_dir), relift=True, learning_rate=1e-4, relift_sft_lr=3e-5)
+    module = build_module(str(tiny_model_dir), {"relift": {"sft_lr": 3e-5}, "optim": {"lr": 1e-4}})
     module.configure_model()
     rl, sft = module.configure_optimizers()
     assert rl is not sft and rl.param_groups[0]["lr"] == 1e-4 and sft.param_groups[0]["lr"] == 3e-5
     assert {id(p) for p in rl.param_groups[0]["params"]} == {id(p) for p in sft.param_groups[0]["params"]}
-    plain = PrefixRFTModule(policy=str(tiny_model_dir))
+    plain = build_module(str(tiny_model_dir))
     plain.configure_model()
     assert isinstance(plain.configure_optimizers(), torch.optim.Optimizer)  # one optimiser without ReLIFT
 
@@ -157,9 +155,12 @@ def test_relift_has_its_own_optimiser(tiny_model_dir):
 # ---------------------------------------------------------------- UFT (liumy2010/UFT verl/utils/dataset/rl_dataset.py)
 def test_uft_settings_from_its_code():
     hp = row_hparams("uft")
-    assert (hp.num_hybrid, hp.advantage_std, hp.kl_coef, hp.entropy_coef) == (0, True, 0.001, 0.001)
-    assert (hp.demo_sft_coef, hp.aggregation, hp.mini_batches, hp.eps_low, hp.eps_high) == (0.001, "token_mean", 4, 0.2, 0.2)
-    assert (hp.hint_prob_start, hp.hint_prob_end, hp.hint_max_segments) == (0.95, 0.05, 5) and hp.hint_steps > 0
+    assert (hp.rollout.num_hybrid, hp.loss.advantage_std, hp.loss.kl_coef, hp.loss.entropy_coef) == (0, True, 0.001,
+                                                                                                    0.001)
+    assert isinstance(hp.loss.aggregation, TokenMean)
+    assert (hp.loss.demo_sft_coef, hp.update.mini_batches, hp.loss.clip.eps_low, hp.loss.clip.eps_high) == (0.001, 4,
+                                                                                                           0.2, 0.2)
+    assert (hp.hints.prob_start, hp.hints.prob_end, hp.hints.max_segments) == (0.95, 0.05, 5) and hp.hints.steps > 0
 
 
 def test_uft_hint_probability_cosine_then_none():

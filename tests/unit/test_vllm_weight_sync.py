@@ -1,4 +1,4 @@
-"""The weight stream of callbacks.weight_sync, without vLLM: plain models and FSDP2 shards."""
+"""The weight stream of prefix_rft_pl.weight_sync, without vLLM: plain models and FSDP2 shards."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 import pytest
 import torch
 
-from callbacks.weight_sync import VLLMWeightSync, stream_full_tensors
+from prefix_rft_pl.weight_sync import VLLMWeightSync, stream_full_tensors
 from tests.ranks import WORLD, init_gloo, launch
 
 
 @pytest.mark.slow
 def test_importing_engines_and_weight_sync_does_not_import_vllm():
     code = ("import sys, prefix_rft_pl.engines, prefix_rft_pl.engines.vllm, prefix_rft_pl.engines.checks, "
-            "callbacks.weight_sync; assert 'vllm' not in sys.modules, 'vllm imported'")
+            "prefix_rft_pl.weight_sync; assert 'vllm' not in sys.modules, 'vllm imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
@@ -79,7 +79,7 @@ def test_a_vllm_engine_without_the_sync_callback_is_refused(monkeypatch):
     # a row overlay that sets trainer.callbacks replaces the list; losing the sync must not go unnoticed
     import lightning as L
 
-    import callbacks.weight_sync as weight_sync
+    import prefix_rft_pl.weight_sync as weight_sync
     from callbacks import EntropyStats
 
     monkeypatch.setattr(weight_sync, "needs_weights", lambda engine: engine == "vllm")

@@ -5,8 +5,9 @@
 Workload: for every problem of ../shared/benchmarks (a small built-in set when absent),
 the gold answer as a model would box it (correct), the gold plus one (wrong: a full
 math-verify parse and compare), and an answer without a box; then `--adversarial`
-answers that sympy cannot finish (9^(9^(9^9))), which must each cost at most the time
-bound. The pool is started and warmed before timing; its start-up is reported apart.
+answers that sympy cannot finish: power towers (9^(9^(9^9))), which the in-process size
+screen decides at once, and symbolic blow-ups ((x+k)^100000), which only the workers' time
+bound stops; each must cost at most the time bound. The pool is started and warmed before timing; its start-up is reported apart.
 
 pass@k pool: 30 AIME24 problems x `--pool` samples (2,048 for pass@2048), a model's few
 distinct answers per problem repeated, graded as the harness grades them (`run_chunk`: one
@@ -23,6 +24,7 @@ from prefix_rft_pl.rewards import MathVerifyReward
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 ADVERSARIAL = "\\boxed{{9^{{9^{{9^{{{}}}}}}}}}"  # 9^(9^(9^k)), k >= 9: distinct, each unbounded for sympy
+BLOW_UP = "\\boxed{{(x+{})^{{100000}}}}"       # distinct, sympy expands them for minutes
 FALLBACK = [("025", ["25"]), ("\\frac{1}{2}", ["0.5"]), ("4.5e33", ["4.5 \\times 10^{33}"]), ("(1, 2]", ["(1,2]"])]
 
 
@@ -118,10 +120,14 @@ def main() -> None:
     print(f"mix + {args.adversarial} adversarial: {len(mixed)} answers in {seconds:.1f} s = "
           f"{len(mixed) / seconds:.0f} answers/s (timeouts {result.num_timeouts})")
 
-    result, seconds = timed(reward, adversarial)
     bound = args.adversarial / args.workers * args.timeout
+    result, seconds = timed(reward, adversarial)
     print(f"adversarial alone: {args.adversarial} answers in {seconds:.1f} s "
           f"(bound {bound:.1f} s = answers / workers x timeout; timeouts {result.num_timeouts})")
+    blow_ups = [(BLOW_UP.format(1 + i), ["5"]) for i in range(args.adversarial)]
+    result, seconds = timed(reward, blow_ups)
+    print(f"symbolic blow-ups alone: {args.adversarial} answers in {seconds:.1f} s "
+          f"(bound {bound:.1f} s; timeouts {result.num_timeouts}, errors {result.num_errors})")
     reward.close()
 
 

@@ -68,7 +68,8 @@ def extract_boxed(text: str) -> str | None:
 
 def extract_boxes(text: str) -> list[str]:
     """Contents of the complete, separate boxes of `text` in order, at most the last
-    `MAX_BOXES` (a box inside another box is part of it); [] when the last box is unclosed.
+    `MAX_BOXES` (of nested boxes the innermost, as `extract_boxed` reads the last one); [] when
+    the last box is unclosed.
     """
     starts = [m.start() for m in _BOX_START.finditer(text)]
     boxes: list[str] = []

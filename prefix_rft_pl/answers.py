@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 MAX_BOXES = 16             # boxes read back from the end of a completion (several boxes, one answer)
@@ -110,6 +111,7 @@ def without_currency(text: str) -> str:
     return text.replace("\\$", "")
 
 
+@lru_cache(maxsize=4096)
 def is_multi_valued(gold: str) -> bool:
     """A gold listing several values ("1, 2, 3", "\\{1,2,3\\}", "(2, 2), (6, 2)"), which a
     model may answer with one box per value. An ordered tuple "(1, 2)", an interval and a
@@ -189,7 +191,7 @@ def as_number(text: str) -> Number | None:
     if _THOUSANDS.fullmatch(plain):
         text = plain.replace(",", "").replace("\\!", "")
     t = _UNIT_SUFFIX.sub("", normalize_trivially(text))
-    if sum(ch.isdigit() for ch in t) > MAX_DIGITS:
+    if len(t) > MAX_DIGITS and sum(ch.isdigit() for ch in t) > MAX_DIGITS:
         return None
     m = _SCIENTIFIC.fullmatch(t)
     if m:

@@ -199,18 +199,22 @@ class MathVerifyReward:
                 statuses.append("no_answer" if not readings else "error")
                 continue
             key = memo_key(readings)
-            status = self._memo.get(key) or _screen_or_error(readings)
-            statuses.append(status or "pending")
+            status = self._memo.get(key)
             if status is None:
-                to_grade.setdefault(key, (readings, []))[1].append(i)
+                status = _screen_or_error(readings)
+                if status is None:
+                    to_grade.setdefault(key, (readings, []))[1].append(i)
+                else:
+                    self._memo[key] = status
+            statuses.append(status or "pending")
         if to_grade:
             graded = self._grade_in_workers([readings for readings, _ in to_grade.values()])
             for key, status, (_, indices) in zip(to_grade, graded, to_grade.values()):
                 self._memo[key] = status
                 for i in indices:
                     statuses[i] = status
-            while len(self._memo) > MEMO_SIZE:
-                self._memo.popitem(last=False)
+        while len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
         return RewardResult([float(s == "correct") for s in statuses], statuses.count("timeout"),
                             statuses.count("error"), statuses.count("no_answer"), statuses)
 

@@ -4,25 +4,37 @@
 
 Every EvalConfig field is an option (see `run --help`); a YAML/JSON `--config` sets any of
 them, and options after it override it. Lists may be given comma-separated.
+`run --trust_pickle` loads a legacy checkpoint that holds arbitrary pickled objects (only a
+file you made yourself: unpickling can run code; see docs/grading.md).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from eval_harness.config import MOVED_OPTIONS, EvalConfig
 
 
+REPRODUCE_HELP = ("Reproduce the paper's table: train every row, evaluate, assemble "
+                  "(python -m eval_harness reproduce --help for its options).")
+
+
 def build_parser() -> ArgumentParser:
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # EvalConfig's field docstrings as help
     run_parser = ArgumentParser(description="Evaluate a checkpoint on maths benchmarks (SPEC 4 protocol).")
     run_parser.add_argument("--config", action=ActionConfigFile, help="YAML or JSON with any of the options below.")
     run_parser.add_class_arguments(EvalConfig, fail_untyped=True)
+    run_parser.add_argument("--trust_pickle", type=bool, default=False,
+                            help="Unpickle a legacy checkpoint with weights_only=False. Only for a file you made: "
+                                 "unpickling can run code (also PREFIX_RFT_TRUST_PICKLE=1).")
     parser = ArgumentParser(prog="python -m eval_harness")
     subcommands = parser.add_subcommands()
-    subcommands.add_subcommand("run", run_parser)
+    subcommands.add_subcommand("run", run_parser, help="Evaluate one checkpoint (run --help for every option).")
+    subcommands.add_subcommand("reproduce", ArgumentParser(description=REPRODUCE_HELP), help=REPRODUCE_HELP)
     return parser
 
 
@@ -57,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings = args.run.as_dict()
     settings.pop("config", None)
     settings.pop("__path__", None)
+    if settings.pop("trust_pickle", False):
+        os.environ["PREFIX_RFT_TRUST_PICKLE"] = "1"  # explicit opt-in; data-parallel shards inherit it
     cfg = EvalConfig(**settings)
     from eval_harness.runner import run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from eval_harness.benchmarks import benchmark_name, load_benchmark
-from eval_harness.config import EvalConfig
+from eval_harness.config import PAPER_BENCHMARKS, EvalConfig
 from eval_harness.metrics import AvgAtK, PassAtK, powers_of_two
 from eval_harness.store import SampleStore
 
@@ -91,17 +91,23 @@ def markdown_table(results: dict) -> str:
             ref = paper["numbers"].get(name)
             row += f" {ref:.1f} |" if ref is not None else " - |"
         lines.append(row)
-    avg = f"| average | | | {results['average']:.1f} |"
+    names = list(results["benchmarks"])
+    all_six = set(PAPER_BENCHMARKS) <= set(names)
+    label = "average" if all_six or not paper else f"average of {len(names)} (not the paper's six)"
+    avg = f"| {label} | | | {results['average']:.1f} |"
     if paper:
-        ref = paper["numbers"].get("average")
+        ref = paper["numbers"].get("average") if all_six else None
         avg += f" {ref:.1f} |" if ref is not None else " - |"
     lines.append(avg)
     cfg = results["config"]
     notes = [f"\nModel: `{cfg['ckpt']}`; temperature {cfg['temperature']}, top_p {cfg['top_p']}, "
              f"max_new_tokens {cfg['max_new_tokens']}, template {cfg['template']}, engine {cfg['engine']}, seed {cfg['seed']}."]
     if paper:
-        notes.append(f"Paper column: published `{paper['row']}` row for {paper['model']} (SPEC 5); "
-                     "average over the paper's six benchmarks.")
+        missing = [b for b in PAPER_BENCHMARKS if b not in results["benchmarks"]]
+        notes.append(f"Paper column: published `{paper['row']}` row for {paper['model']} (SPEC 5). "
+                     + ("Both averages are over the paper's six benchmarks." if not missing else
+                        f"The paper's average is over six benchmarks; this run has {len(names)} of them "
+                        f"(missing: {', '.join(missing)}), so it is not printed beside this run's average."))
     return "\n".join(lines + notes) + "\n"
 
 
@@ -112,14 +118,28 @@ def plot_curves(per_benchmark: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in per_benchmark.items():
-        ks = [int(k) for k in m["pass_at_k"]]
-        ax.plot(ks, list(m["pass_at_k"].values()), marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
+    if max(len(m["pass_at_k"]) for m in per_benchmark.values()) == 1:
+        draw_bars(ax, per_benchmark)  # one k (one sample per problem): a curve would be one point
+    else:
+        for name, m in per_benchmark.items():
+            ks = [int(k) for k in m["pass_at_k"]]
+            ax.plot(ks, list(m["pass_at_k"].values()), marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.legend()
     ax.set_ylabel("pass@k (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_bars(ax, per_benchmark: dict) -> None:
+    """One bar per benchmark, labelled with its value and metric: what one k can show."""
+    names = list(per_benchmark)
+    values = [next(iter(m["pass_at_k"].values())) for m in per_benchmark.values()]
+    bars = ax.bar(names, values)
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values])
+    k = next(iter(per_benchmark[names[0]]["pass_at_k"]))
+    ax.set_title(f"pass@{k} (one k: no curve to draw)")
+    ax.set_ylim(0, 100)

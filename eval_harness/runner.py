@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from eval_harness.benchmarks import Problem, benchmark_name, load_benchmark
-from eval_harness.checkpoints import resolve_checkpoint
+from eval_harness.checkpoints import checkpoint_identity, resolve_checkpoint
 from eval_harness.config import EvalConfig
 from eval_harness.store import SampleStore, chunk_plan, chunk_seed, group_runs, merge_shard_files
 from prefix_rft_pl.engines.base import SamplingConfig
@@ -30,9 +30,14 @@ def run(cfg: EvalConfig) -> dict:
     then the results from everything on disk."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_protocol(out, cfg)
-    model_path, base = resolve_checkpoint(cfg.ckpt)
-    work = missing_work(cfg, out)
+    protocol = cfg.protocol() | checkpoint_identity(cfg.ckpt)  # an overwritten last.ckpt is another protocol
+    created = check_protocol(out, cfg, protocol)
+    try:
+        model_path, base = resolve_checkpoint(cfg.ckpt)
+        work = missing_work(cfg, out)
+    except BaseException:
+        forget_protocol(out, created)
+        raise
     try:
         if work and cfg.data_parallel_size > 1:
             from eval_harness.launcher import launch_shards
@@ -40,6 +45,9 @@ def run(cfg: EvalConfig) -> dict:
             launch_shards(cfg, out, model_path, work)
         elif work:
             generate(cfg, out, model_path, work)
+    except BaseException:
+        forget_protocol(out, created)  # a failed up-front check (prompt too long) wrote no samples
+        raise
     finally:
         for spec in cfg.benchmarks:  # also what an interrupted data-parallel run left behind
             merge_shard_files(out, benchmark_name(spec))
@@ -48,16 +56,25 @@ def run(cfg: EvalConfig) -> dict:
     return write_report(cfg, out, base=base)
 
 
-def check_protocol(out: Path, cfg: EvalConfig) -> None:
-    """Refuse to mix samples of two protocols in one output folder."""
+def check_protocol(out: Path, cfg: EvalConfig, protocol: dict | None = None) -> bool:
+    """Refuse to mix samples of two protocols in one output folder; True when this call
+    wrote protocol.json."""
+    protocol = cfg.protocol() if protocol is None else protocol
     path = out / "protocol.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(cfg.protocol())):
-            diff = {k: (saved.get(k), v) for k, v in cfg.protocol().items() if saved.get(k) != v}
+        if saved != json.loads(json.dumps(protocol)):
+            diff = {k: (saved.get(k), v) for k, v in protocol.items() if saved.get(k) != v}
             raise ValueError(f"{out} holds samples of another protocol (saved, now): {diff}; use another --out")
-    else:
-        path.write_text(json.dumps(cfg.protocol(), indent=2))
+        return False
+    path.write_text(json.dumps(protocol, indent=2))
+    return True
+
+
+def forget_protocol(out: Path, created: bool) -> None:
+    """Remove the protocol.json this run wrote when it failed before writing any sample."""
+    if created and not any(out.glob("samples_*.jsonl")):
+        (out / "protocol.json").unlink(missing_ok=True)
 
 
 def missing_work(cfg: EvalConfig, out: Path) -> list[tuple[str, int]]:

@@ -21,6 +21,16 @@ from prefix_rft_pl.engines.base import LiveWeights, SamplingConfig
 from prefix_rft_pl.types import GenerationRequest, Rollout
 
 
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """The tokens a sample stops on, as vLLM stops: the tokenizer's EOS and every EOS id of
+    the model's generation config (Qwen2.5-Instruct ends turns with <|im_end|>, which only
+    the generation config names)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids += [extra] if isinstance(extra, int) else list(extra or [])
+    return list(dict.fromkeys(ids))
+
+
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Left-pad id lists into input_ids [B, L] and attention_mask [B, L]."""
     width = max(len(s) for s in sequences)
@@ -41,8 +51,8 @@ class HFEngine(LiveWeights):
         longer prompts start a batch of their own (inf: one batch)."""
         self.model = model
         self.max_padding = max_padding
-        self.eos_token_id = tokenizer.eos_token_id
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_token_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         self.max_batch_size = max_batch_size
 
     @torch.no_grad()
@@ -75,7 +85,7 @@ class HFEngine(LiveWeights):
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p,
                 top_k=None if greedy or sampling.top_k <= 0 else sampling.top_k,
-                eos_token_id=self.eos_token_id,
+                eos_token_id=self.eos_token_ids,
                 pad_token_id=self.pad_token_id,
                 output_logits=True,
                 return_dict_in_generate=True,
@@ -96,8 +106,9 @@ class HFEngine(LiveWeights):
 
     def _cut(self, tokens: Tensor, logprobs: Tensor, budget: int) -> Rollout:
         ids = tokens[:budget].tolist()
-        if self.eos_token_id in ids:
-            end = ids.index(self.eos_token_id) + 1
+        stops = [i for i, token in enumerate(ids) if token in self.eos_token_ids]
+        if stops:
+            end = stops[0] + 1
             return Rollout(ids[:end], logprobs[:end].tolist(), "stop")
         return Rollout(ids, logprobs[: len(ids)].tolist(), "length")
 

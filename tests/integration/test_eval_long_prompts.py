@@ -28,6 +28,7 @@ def test_long_prompts_stop_the_run_before_generation_naming_benchmark_and_proble
     with pytest.raises(PromptTooLongError, match=r"budget 200 > context 512: aime24 problem 0 \(\d+ tokens\)"):
         run(config(tiny_model_dir, luffy_valid_parquet, tmp_path))
     assert not list(tmp_path.glob("samples_*.jsonl"))
+    assert not (tmp_path / "protocol.json").exists()   # the corrected rerun into this --out is not refused
 
 
 def test_long_prompts_are_skipped_and_counted_when_asked(tiny_model_dir, luffy_valid_parquet, tmp_path):

@@ -42,9 +42,9 @@ def test_lightning_ckpt_is_exported_once(tiny_model_dir, tmp_path):
     path, base = resolve_checkpoint(str(ckpt))
     assert path == str(tmp_path / "step=10.ckpt.hf") and base == str(tiny_model_dir)
     assert_matches(path, state)
-    ckpt.unlink()  # a second call uses the cache
-    ckpt.write_bytes(b"")
-    assert resolve_checkpoint(str(ckpt)) == (path, base)
+    marker_mtime = (tmp_path / "step=10.ckpt.hf" / ".export_complete").stat().st_mtime_ns
+    assert resolve_checkpoint(str(ckpt)) == (path, base)   # unchanged content: the cache, not a new export
+    assert (tmp_path / "step=10.ckpt.hf" / ".export_complete").stat().st_mtime_ns == marker_mtime
 
 
 def test_sharded_checkpoint_is_consolidated(tiny_model_dir, tmp_path):
@@ -66,5 +66,5 @@ def test_unknown_path_says_what_it_found(tmp_path):
         resolve_checkpoint(str(tmp_path))
     with pytest.raises(CheckpointError, match="suffix .txt"):
         resolve_checkpoint(str(tmp_path / "notes.txt"))
-    with pytest.raises(CheckpointError, match="nothing at that path"):
+    with pytest.raises(CheckpointError, match="missing/model: no such file or directory"):
         resolve_checkpoint(str(tmp_path / "missing" / "model"))

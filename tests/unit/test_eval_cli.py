@@ -9,6 +9,7 @@ from eval_harness.config import EvalConfig
 def parse(argv: list[str]) -> EvalConfig:
     settings = build_parser().parse_args(normalize_argv(["run", *argv])).run.as_dict()
     settings.pop("config", None)
+    settings.pop("trust_pickle", None)   # an option of the command, not of the protocol
     return EvalConfig(**settings)
 
 
@@ -28,3 +29,11 @@ def test_yaml_then_command_line_overrides(tmp_path):
     assert cfg.data_dir == "/d" and cfg.benchmarks == ["aime24", "math500"]
     assert cfg.top_p == 0.95 and cfg.max_new_tokens == 1024
     assert cfg.protocol()["max_new_tokens"] == 1024
+
+
+def test_help_lists_reproduce_and_run_help_explains_options():
+    top = build_parser().format_help()
+    assert "reproduce" in top and "run" in top
+    run_help = build_parser()._subcommands_action._name_parser_map["run"].format_help()
+    assert "Output folder: samples_<benchmark>.jsonl" in run_help   # EvalConfig's field docstring
+    assert "--trust_pickle" in run_help

@@ -35,4 +35,30 @@ def test_markdown_table_puts_the_paper_beside():
                "benchmarks": {"aime24": benchmark_metrics([1], [2])},
                "paper": {"model": "qwen2.5-math-7b", "row": "prefix_rft", "numbers": {"aime24": 31.8, "average": 51.8}}}
     table = markdown_table(results)
-    assert "| aime24 | avg@2 | 1 | 50.0 | 31.8 |" in table and "| average | | | 50.0 | 51.8 |" in table
+    assert "| aime24 | avg@2 | 1 | 50.0 | 31.8 |" in table
+    # one benchmark of six: the paper's six-benchmark average is not printed beside it
+    assert "| average of 1 (not the paper's six) | | | 50.0 | - |" in table and "missing: aime25" in table
+
+
+def test_markdown_table_prints_the_papers_average_when_all_six_ran():
+    from eval_harness.config import PAPER_BENCHMARKS
+
+    cfg = EvalConfig(ckpt="run/last.ckpt")
+    results = {"config": vars(cfg), "average": 50.0,
+               "benchmarks": {b: benchmark_metrics([1], [2]) for b in PAPER_BENCHMARKS},
+               "paper": {"model": "qwen2.5-math-7b", "row": "prefix_rft", "numbers": {"average": 51.8}}}
+    assert "| average | | | 50.0 | 51.8 |" in markdown_table(results)
+
+
+def test_one_k_plot_is_bars_not_a_point(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eval_harness.report import draw_bars
+
+    fig, ax = plt.subplots()
+    draw_bars(ax, {"math500": benchmark_metrics([1, 0], [1, 1]), "minerva": benchmark_metrics([1], [1])})
+    assert len(ax.patches) == 2 and [p.get_height() for p in ax.patches] == [50.0, 100.0]
+    plt.close(fig)

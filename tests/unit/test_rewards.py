@@ -16,8 +16,10 @@ from prefix_rft_pl.rewards import (
     quick_verdict,
 )
 
-# Unbounded for sympy: 9^(9^(9^9)) never finishes, and math-verify cannot interrupt it.
-ADVERSARIAL = "so the answer is \\boxed{9^{9^{9^{9}}}}"
+# sympy expands it for minutes: only the time bound stops it (no size screen catches it)
+ADVERSARIAL = "so the answer is \\boxed{(x+1)^{100000}}"
+# unbounded for sympy (9^(9^(9^9))), decided in process by the size screen
+TOWER = "so the answer is \\boxed{9^{9^{9^{9}}}}"
 
 
 @pytest.mark.parametrize(
@@ -126,6 +128,8 @@ def test_adversarial_answer_is_bounded_and_counted(reward):
     assert result.rewards == [1.0, 1.0, 0.0, 0.0]
     assert (result.num_timeouts, result.num_errors) == (2, 0)
     assert elapsed < 3.0  # two 1 s bounds side by side; replacements start in the background
+    again = reward([ADVERSARIAL, TOWER], [["5"], ["5"]])  # timeouts are remembered; the tower is screened
+    assert again.statuses == ["timeout", "wrong"] and again.num_timeouts == 1
     after = reward(["\\boxed{\\frac{2}{4}}"], [["0.5"]])  # the replacements grade
     assert after.rewards == [1.0] and after.num_timeouts == 0
     assert all(w.process.poll() is None for w in reward._workers)
@@ -136,7 +140,16 @@ def test_duplicates_are_graded_once_and_remembered(reward):
     completions = ["\\boxed{x+1}", "\\boxed{1+x}", "\\boxed{x+1}"]
     result = reward(completions, [["1+x"]] * 3)
     assert result.rewards == [1.0, 1.0, 1.0]
-    assert reward._memo[("x+1", ("1+x",))] is True
+    assert reward._memo[(("x+1", ("1+x",)),)] == "correct"
+
+
+def test_memo_hit_skips_the_fast_path(monkeypatch):
+    import prefix_rft_pl.rewards as rewards
+
+    reward = MathVerifyReward()
+    reward._memo[(("7", ("7",)),)] = "wrong"   # a remembered verdict wins, unchecked
+    monkeypatch.setattr(rewards, "screen", lambda readings: pytest.fail("fast path ran on a memo hit"))
+    assert reward(["\\boxed{7}"], [["7"]]).statuses == ["wrong"]
 
 
 def test_pickled_reward_drops_its_workers(reward):

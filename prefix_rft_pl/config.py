@@ -184,10 +184,12 @@ class Precision:
     changed 1.1% of a model's bf16 parameters)."""
 
     def __post_init__(self):
-        _require(self.master == "float32" or self.allow_half_precision_weights, "precision.master",
-                 f"{self.master} weights would be stepped by the optimiser in half precision; keep "
-                 "master: float32 and set precision.compute: bfloat16 (FSDP2) or trainer.precision: "
-                 "bf16-mixed, or set precision.allow_half_precision_weights: true")
+        if self.master != "float32" and not self.allow_half_precision_weights:
+            from prefix_rft_pl.optim import MASTER_WEIGHTS_HOWTO, HalfPrecisionWeightsError
+
+            raise HalfPrecisionWeightsError(
+                f"model.precision.master: the optimiser would step {self.master} weights; at the paper's lr 1e-6 "
+                f"AdamW's updates round away in half precision. Keep float32 master weights: {MASTER_WEIGHTS_HOWTO}")
         _require(self.reduce is None or self.compute is not None, "precision.reduce",
                  "needs precision.compute (both are FSDP2's mixed-precision policy)")
 

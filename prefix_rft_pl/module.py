@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -25,7 +26,8 @@ from prefix_rft_pl.config import (Engine, Hints, Loss, Optim, Precision, Prefix,
                                   Update, plain)
 from prefix_rft_pl.engines.base import RolloutEngine, SamplingConfig
 from prefix_rft_pl.prefix import TrajectoryBatch, assemble_trajectories, build_group_requests, pad_trajectories
-from prefix_rft_pl.types import PromptDemoBatch, ReportsSkips, Rollout as Sample
+from prefix_rft_pl.types import PromptDemoBatch, PromptItem, ReportsSkips
+from prefix_rft_pl.types import Rollout as Sample
 from prefix_rft_pl.update import rows as row_rules
 from prefix_rft_pl.update.forward import Passes, forward_logprobs
 from prefix_rft_pl.update.ranks import LightningRanks, OneRank, Ranks
@@ -287,11 +289,15 @@ class PrefixRFTModule(L.LightningModule):
         return truncated_is_weights(old_logprobs, tb.engine_logprobs, tb.generated_mask, self.settings.loss.tis_cap)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["relift"] = {"buffer": self.relift_buffer, "sft_steps": self.relift_sft_steps}
+        # plain dicts, not PromptItem objects: the checkpoint loads with torch's weights_only
+        checkpoint["relift"] = {"buffer": [asdict(item) for item in self.relift_buffer],
+                                "sft_steps": self.relift_sft_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("relift", {})
-        self.relift_buffer, self.relift_sft_steps = list(state.get("buffer", [])), state.get("sft_steps", 0)
+        self.relift_buffer = [item if isinstance(item, PromptItem) else PromptItem(**item)
+                              for item in state.get("buffer", [])]
+        self.relift_sft_steps = state.get("sft_steps", 0)
 
     # ---------------------------------------------------------------- logging
     @contextmanager

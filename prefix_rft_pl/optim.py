@@ -63,10 +63,14 @@ def check_master_weights(named_params: Iterable[tuple[str, torch.nn.Parameter]],
     raise HalfPrecisionWeightsError(
         f"the optimiser would step {len(half)} {str(dtype).removeprefix('torch.')} parameters (first: {name!r}); "
         "at the paper's lr 1e-6 AdamW's updates round away in half precision. Keep float32 master weights: "
-        "set model.dtype: float32 and trainer.precision: 32-true, and compute in bf16 with "
-        "model.fsdp_param_dtype: bfloat16 and model.fsdp_reduce_dtype: float32 (ModelParallelStrategy/FSDP2), "
-        "or trainer.precision: bf16-mixed on one device. To step half-precision weights knowingly "
-        "(to save memory), set model.allow_half_precision_weights: true.")
+        f"{MASTER_WEIGHTS_HOWTO}")
+
+
+MASTER_WEIGHTS_HOWTO = (
+    "set model.precision.master: float32 and trainer.precision: 32-true, and compute in bf16 with "
+    "model.precision.compute: bfloat16 and model.precision.reduce: float32 (ModelParallelStrategy/FSDP2), "
+    "or trainer.precision: bf16-mixed on one device. To step half-precision weights knowingly "
+    "(to save memory), set model.precision.allow_half_precision_weights: true.")
 
 
 class LocalShards:

@@ -37,7 +37,7 @@ def write_benchmarks(folder: Path) -> list[Path]:
 def command(model_dir: Path, data: list[Path], out: Path, *extra: str) -> list[str]:
     """The run's arguments, HF engine unless `extra` says otherwise (later options win)."""
     samples = "{" + ", ".join(f"{name}: {n}" for name, (_, n) in BENCHMARKS.items()) + "}"
-    return [sys.executable, "-m", "eval_harness", "run", "--ckpt", str(model_dir), "--engine", "hf",
+    return [sys.executable, "-m", "eval_harness", "run", "--ckpt", str(model_dir), "--engine.kind", "hf",
             "--template", "toy", "--benchmarks", ",".join(map(str, data)), "--num-samples", samples,
             "--max-new-tokens", "24", "--chunk-size", str(CHUNK), "--out", str(out), "--seed", "5", *extra]
 
@@ -130,8 +130,8 @@ def test_killed_shard_is_named_and_a_rerun_fills_only_its_gap(tiny_model_dir, da
 def test_two_cpu_shards_equal_one_process_with_vllm(tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
     data = write_benchmarks(tmp_path)
-    engine = ["--engine", "vllm", "--dtype", "float32", "--kv-cache-gib", "0.25", "--max-model-len", "256",
-              "--enforce-eager", "true"]
+    engine = ["--engine.kind", "vllm", "--engine.dtype", "float32", "--engine.kv_cache_gib", "0.25",
+              "--engine.max_model_len", "256", "--engine.enforce_eager", "true"]
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(command(tiny_model_dir, data, one, *engine), env=environment(), cwd=REPO, check=True, timeout=600)
     subprocess.run(command(tiny_model_dir, data, two, *engine, "--data-parallel-size", "2"), env=environment(),

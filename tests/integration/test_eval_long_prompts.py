@@ -9,11 +9,12 @@ import pytest
 
 from eval_harness.config import EvalConfig
 from eval_harness.runner import run
+from prefix_rft_pl.config import Engine
 from prefix_rft_pl.context import PromptTooLongError
 
 
 def config(model_dir, parquet, out, **kwargs) -> EvalConfig:
-    return EvalConfig(ckpt=str(model_dir), benchmarks=[str(parquet)], out=str(out), engine="hf", device="cpu",
+    return EvalConfig(ckpt=str(model_dir), benchmarks=[str(parquet)], out=str(out), engine=Engine(kind="hf", device="cpu"),
                       template="plain", max_new_tokens=200, num_samples={}, limit=4, grading_workers=1, **kwargs)
 
 

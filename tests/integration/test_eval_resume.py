@@ -25,7 +25,7 @@ def write_benchmark(path: Path) -> None:
 
 
 def command(model_dir: Path, data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "eval_harness", "run", "--ckpt", str(model_dir), "--engine", "hf",
+    return [sys.executable, "-m", "eval_harness", "run", "--ckpt", str(model_dir), "--engine.kind", "hf",
             "--template", "toy", "--benchmarks", str(data), "--num-samples", f"{{{data.stem}: {NUM_SAMPLES}}}",
             "--max-new-tokens", "24", "--chunk-size", str(CHUNK), "--out", str(out), "--seed", "3"]
 

@@ -21,7 +21,7 @@ class RecordRewards(L.Callback):
         RecordRewards.seen.append(float(trainer.callback_metrics["reward"]))
 
 
-def overlay(tmp_path: Path, steps: int, **model) -> Path:
+def overlay(tmp_path: Path, steps: int) -> Path:
     cfg = {
         "trainer": {
             "max_steps": steps, "val_check_interval": steps, "limit_val_batches": 1,
@@ -38,7 +38,7 @@ def overlay(tmp_path: Path, steps: int, **model) -> Path:
                 {"class_path": "tests.integration.test_fit_toy.RecordRewards"},
             ],
         },
-        "model": {"group_size": 4, "micro_batch_size": 8, **model},
+        "model": {"rollout": {"group_size": 4}, "update": {"micro_batch_size": 8}},
         "data": {"init_args": {"batch_size": 2, "val_batch_size": 4}},
     }
     path = tmp_path / "overlay.yaml"
@@ -46,10 +46,10 @@ def overlay(tmp_path: Path, steps: int, **model) -> Path:
     return path
 
 
-def fit(tmp_path, tiny_model_dir, toy_task_files, steps=2, extra=(), **model):
+def fit(tmp_path, tiny_model_dir, toy_task_files, steps=2, extra=()):
     from prefix_rft_pl.cli import main
 
-    main(["fit", "--config", "configs/toy/prefix_rft.yaml", "--config", str(overlay(tmp_path, steps, **model)),
+    main(["fit", "--config", "configs/toy/prefix_rft.yaml", "--config", str(overlay(tmp_path, steps)),
           "--model.policy", str(tiny_model_dir),
           "--data.init_args.train_files", str(toy_task_files["train"]),
           "--data.init_args.val_files", str(toy_task_files["heldout_easy"]), *extra])

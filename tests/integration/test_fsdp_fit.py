@@ -20,6 +20,8 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import merge
+
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +33,7 @@ COSINE_2 = {"class_path": "callbacks.PrefixSchedule", "init_args": {"steps": 2}}
 
 
 def fit(run_dir: Path, tiny_model_dir, toy_task_files, steps: int, rows=(), extra=(), schedule=COSINE_2,
-        **model) -> Path:
+        model=None) -> Path:
     """Run the toy config (plus `rows` overlays) for `steps` steps on 2 processes; returns the log dir."""
     overlay = {
         "trainer": {
@@ -45,7 +47,8 @@ def fit(run_dir: Path, tiny_model_dir, toy_task_files, steps: int, rows=(), extr
                  "init_args": {"dirpath": str(run_dir / "ckpt"), "every_n_train_steps": 1, "save_top_k": -1}},
             ],
         },
-        "model": {"group_size": 4, "micro_batch_size": 8, "max_response_tokens": 48, "reward_workers": 1, **model},
+        "model": merge({"rollout": {"group_size": 4, "max_response_tokens": 48}, "update": {"micro_batch_size": 8},
+                        "reward": {"workers": 1}}, model or {}),
         "data": {"init_args": {"batch_size": 2}},
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +84,7 @@ def test_fsdp2_fit_checkpoints_and_exports_full_weights(tmp_path, tiny_model_dir
     from transformers import AutoModelForCausalLM
 
     # the random tiny model earns no reward, so no gradient either; weight decay still moves the weights
-    log_dir = fit(tmp_path, tiny_model_dir, toy_task_files, steps=2, weight_decay=0.1)
+    log_dir = fit(tmp_path, tiny_model_dir, toy_task_files, steps=2, model={"optim": {"weight_decay": 0.1}})
     assert len(metric(log_dir, "train/loss")) == 2 and all(map(math.isfinite, metric(log_dir, "train/grad_norm")))
 
     exported = AutoModelForCausalLM.from_pretrained(str(log_dir / "hf_export"))
@@ -108,14 +111,14 @@ def test_fsdp2_resume_restores_the_prefix_schedule(tmp_path, tiny_model_dir, toy
     assert (tmp_path / "resumed" / "ckpt" / "epoch=0-step=3.ckpt" / "meta.pt").exists()
 
 
-SFT_SCHEDULE = {"class_path": "callbacks.PrefixSchedule",  # as configs/toy/rows/sft.yaml: the whole demonstration
+SFT_SCHEDULE = {"class_path": "callbacks.PrefixSchedule",  # as configs/rows/sft.yaml: the whole demonstration
                 "init_args": {"kind": "constant", "low_start": 1.0, "high": 1.0}}
 
 
 def test_fsdp2_adamw8bit_sft_loss_falls(tmp_path, tiny_model_dir, toy_task_files):
     # the paper configs' numerics: 8-bit AdamW steps float32 master shards, compute in bf16
-    log_dir = fit(tmp_path, tiny_model_dir, toy_task_files, steps=4, rows=["configs/toy/rows/sft.yaml"],
-                  schedule=SFT_SCHEDULE, optimizer="adamw8bit", learning_rate=3e-3, group_size=1,
-                  fsdp_param_dtype="bfloat16", fsdp_reduce_dtype="float32")
+    log_dir = fit(tmp_path, tiny_model_dir, toy_task_files, steps=4, rows=["configs/rows/sft.yaml"],
+                  schedule=SFT_SCHEDULE, model={"optim": {"name": "adamw8bit", "lr": 3e-3}, "rollout": {"group_size": 1},
+                                                "precision": {"compute": "bfloat16", "reduce": "float32"}})
     losses = metric(log_dir, "train/loss")
     assert len(losses) == 4 and losses[-1] < losses[0], losses

@@ -11,7 +11,7 @@ check, the prefix schedule, the template, the `openr1` data layout (a small parq
 LUFFY's nested columns, made here) and checkpointing.
 
 A run takes 3 steps, resumes from its step-2 checkpoint and finishes; its HF export loads
-into a vLLM engine. The rows of the paper's table (configs/toy/rows/) run on the 1.5B
+into a vLLM engine. The rows of the paper's table (configs/rows/) run on the 1.5B
 config for 2 steps each.
 """
 
@@ -77,7 +77,7 @@ def shrink(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows:
     config = yaml.safe_load((ROOT / "configs" / name / "prefix_rft.yaml").read_text())
     trainer = config["trainer"]
     for row in rows:  # a row that sets callbacks replaces the list: keep what it says
-        trainer = {**trainer, **yaml.safe_load((ROOT / "configs" / "toy" / "rows" / f"{row}.yaml").read_text()).get("trainer", {})}
+        trainer = {**trainer, **yaml.safe_load((ROOT / "configs" / "rows" / f"{row}.yaml").read_text()).get("trainer", {})}
     callbacks = []
     for callback in trainer["callbacks"]:
         if callback["class_path"].endswith("ModelCheckpoint"):  # every step, into the run's directory
@@ -94,8 +94,8 @@ def shrink(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows:
             "callbacks": callbacks,
         },
         "model": {
-            "policy": str(policy), "max_response_tokens": 24, "reward_workers": 1,
-            "engine_options": {**config["model"]["engine_options"], **ENGINE_SHRINK},
+            "policy": str(policy), "rollout": {"max_response_tokens": 24}, "reward": {"workers": 1},
+            "engine": {**config["model"]["engine"], **ENGINE_SHRINK},
         },
         "data": {"init_args": {"train_files": str(data), "batch_size": 1}},  # x G = 8 trajectories per rank
     }
@@ -106,7 +106,7 @@ def shrink(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows:
 
 
 def fit(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows=(), extra=()) -> Path:
-    configs = [f"configs/{name}/prefix_rft.yaml", *(f"configs/toy/rows/{r}.yaml" for r in rows),
+    configs = [f"configs/{name}/prefix_rft.yaml", *(f"configs/rows/{r}.yaml" for r in rows),
                str(shrink(name, run_dir, policy, data, steps, tuple(rows)))]
     cmd = [sys.executable, "-m", "prefix_rft_pl", "fit", *(a for c in configs for a in ("--config", c)), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -161,7 +161,8 @@ def test_paper_config_trains_resumes_and_exports_on_two_ranks(tmp_path, name, po
 
     config = yaml.safe_load((ROOT / "configs" / name / "prefix_rft.yaml").read_text())
     schedule = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("PrefixSchedule"))["init_args"]
-    low = SCHEDULES[schedule["kind"]](2, schedule["low_start"], schedule["low_end"], schedule["steps"], 0)
+    length = schedule.get("steps") or 3  # null: the run's length (max_steps 3, one optimiser step per batch)
+    low = SCHEDULES[schedule["kind"]](2, schedule["low_start"], schedule["low_end"], length, 0)
     assert metric(resumed, "train/low_t") == pytest.approx([low])  # one more step, the schedule at its third value
     export = resumed / "hf_export"
     assert (export / "config.json").exists()
@@ -171,7 +172,7 @@ def test_paper_config_trains_resumes_and_exports_on_two_ranks(tmp_path, name, po
 @pytest.mark.parametrize("row", ROWS)
 def test_paper_rows_run_on_two_ranks(tmp_path, row, policies, openr1_parquet):
     # 2 rollout batches, so that the second samples from synced weights (max_steps counts optimiser steps)
-    keys = yaml.safe_load((ROOT / "configs" / "toy" / "rows" / f"{row}.yaml").read_text()).get("model", {})
+    keys = yaml.safe_load((ROOT / "configs" / "rows" / f"{row}.yaml").read_text()).get("model", {}).get("update", {})
     per_batch = keys.get("mini_batches", 1) * keys.get("ppo_epochs", 1)
     log_dir = fit("qwen2.5-math-1.5b", tmp_path, policies["qwen2"], openr1_parquet, steps=2 * per_batch, rows=(row,))
     assert len(metric(log_dir, "train/loss")) == 2

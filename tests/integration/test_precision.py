@@ -30,9 +30,10 @@ PAPER_CONFIGS = ["qwen2.5-math-7b", "qwen2.5-math-1.5b", "llama-3.1-8b"]
 def paper_precision(name: str) -> dict:
     config = yaml.safe_load((ROOT / "configs" / name / "prefix_rft.yaml").read_text())
     model = config["model"]
-    return {"precision": config["trainer"].get("precision", "32-true"), "dtype": model.get("dtype", "float32"),
-            "fsdp_param_dtype": model.get("fsdp_param_dtype"), "fsdp_reduce_dtype": model.get("fsdp_reduce_dtype"),
-            "learning_rate": model["learning_rate"], "allow_half": model.get("allow_half_precision_weights", False)}
+    precision = model.get("precision", {})
+    return {"precision": config["trainer"].get("precision", "32-true"), "dtype": precision.get("master", "float32"),
+            "fsdp_param_dtype": precision.get("compute"), "fsdp_reduce_dtype": precision.get("reduce"),
+            "learning_rate": model["optim"]["lr"], "allow_half": precision.get("allow_half_precision_weights", False)}
 
 
 def _one_adamw_step(rank: int, port: int, model_dir: str, setup: dict, out: str) -> None:
@@ -92,12 +93,13 @@ def test_adamw_on_bf16_weights_barely_moves_them(tiny_model_dir):
     assert changed / sum(p.numel() for p in model.parameters()) < 0.1
 
 
-def _fit_one_step(model_dir, precision: str, **hparams):
+def _fit_one_step(model_dir, precision: str, settings=None):
     """Set up a fit (model, precision plugin, optimiser) without training; returns the optimiser."""
-    from prefix_rft_pl.module import PrefixRFTModule
+    from prefix_rft_pl.engines.base import LiveWeights
+    from tests.helpers import build_module
 
-    module = PrefixRFTModule(policy=str(model_dir), reward_workers=1, **hparams)
-    module.engine = object()  # never used: no training batch runs
+    module = build_module(str(model_dir), {"reward": {"workers": 1}}, settings or {})
+    module.engine = LiveWeights()  # never used: no training batch runs
     trainer = L.Trainer(max_steps=1, limit_train_batches=0, accelerator="cpu", precision=precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, torch.utils.data.DataLoader([0]))
@@ -107,12 +109,13 @@ def _fit_one_step(model_dir, precision: str, **hparams):
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", "float32"), ("32-true", "bfloat16")])
 def test_half_precision_weights_are_refused_with_what_to_change(tiny_model_dir, precision, dtype):
     with pytest.raises(HalfPrecisionWeightsError) as error:
-        _fit_one_step(tiny_model_dir, precision, dtype=dtype)
+        _fit_one_step(tiny_model_dir, precision, {"precision": {"master": dtype}})
     message = str(error.value)
-    for key in ("model.dtype: float32", "32-true", "fsdp_param_dtype: bfloat16", "allow_half_precision_weights"):
+    for key in ("model.precision.master: float32", "32-true", "model.precision.compute: bfloat16",
+                "model.precision.allow_half_precision_weights"):
         assert key in message
 
 
 def test_half_precision_weights_are_allowed_when_asked(tiny_model_dir):
-    optimizer = _fit_one_step(tiny_model_dir, "bf16-true", allow_half_precision_weights=True)
+    optimizer = _fit_one_step(tiny_model_dir, "bf16-true", {"precision": {"allow_half_precision_weights": True}})
     assert all(p.dtype == torch.bfloat16 for g in optimizer.param_groups for p in g["params"])

@@ -65,11 +65,11 @@ def fit(tmp_path, model_dir, train_file, engine: str, steps: int):
 
     from callbacks import PrefixSchedule, VLLMWeightSync
     from datamodules import PromptDemoDataModule
-    from prefix_rft_pl.module import PrefixRFTModule
+    from tests.helpers import build_module
 
-    module = PrefixRFTModule(policy=str(model_dir), group_size=4, num_hybrid=1, max_response_tokens=32,
-                             engine=engine, engine_options=ENGINES[engine],
-                             learning_rate=1e-5, reward_workers=1, micro_batch_size=4)
+    module = build_module(str(model_dir), {"rollout": {"group_size": 4, "num_hybrid": 1, "max_response_tokens": 32},
+                                           "engine": {"kind": engine, **ENGINES[engine]}, "optim": {"lr": 1e-5},
+                                           "reward": {"workers": 1}, "update": {"micro_batch_size": 4}})
     data = PromptDemoDataModule(str(model_dir), train_files=str(train_file), layout="openr1", template="chat",
                                 batch_size=2, shuffle_buffer=0)
     # whole demonstrations as the hybrids (they hold the right answer): non-zero advantages
@@ -118,8 +118,9 @@ def test_eval_harness_on_the_six_benchmarks(tmp_path, smollm2_dir):
         pytest.skip(f"{BENCHMARKS} is absent (a fresh clone has no ../shared)")
     from eval_harness.config import PAPER_BENCHMARKS, EvalConfig
     from eval_harness.runner import run
+    from prefix_rft_pl.config import Engine
 
-    cfg = EvalConfig(ckpt=str(smollm2_dir), data_dir=str(BENCHMARKS), out=str(tmp_path), engine="hf", device="cpu",
+    cfg = EvalConfig(ckpt=str(smollm2_dir), data_dir=str(BENCHMARKS), out=str(tmp_path), engine=Engine(kind="hf", device="cpu"),
                      template="chat", max_new_tokens=24, num_samples={}, limit=3, grading_workers=1, chunk_size=18)
     results = run(cfg)
     assert sorted(results["benchmarks"]) == sorted(PAPER_BENCHMARKS)

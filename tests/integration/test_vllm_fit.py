@@ -43,8 +43,8 @@ def override_config(tmp_path: Path, model_dir, task_files, with_sync: bool) -> P
             "default_root_dir": str(tmp_path), "callbacks": callbacks,
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
         },
-        "model": {"policy": str(model_dir), "engine": "vllm", "engine_options": ENGINE,
-                  "group_size": 4, "reward_workers": 1},
+        "model": {"policy": str(model_dir), "engine": {"kind": "vllm", **ENGINE},
+                  "rollout": {"group_size": 4}, "reward": {"workers": 1}},
         "data": {"init_args": {"train_files": str(task_files["train"]), "val_files": str(task_files["heldout_easy"]),
                                "batch_size": 4}},
     }

@@ -47,8 +47,8 @@ def run_fit(run_dir: Path, tiny_model_dir, toy_task_files, steps: int, callbacks
                            "init_args": {"kind": "constant", "low_start": 1.0, "high": 1.0}},
                           {"class_path": "callbacks.VLLMWeightSync"}, *callbacks],
         },
-        "model": {"engine": "vllm", "engine_options": ENGINE, "group_size": 4, "micro_batch_size": 8,
-                  "max_response_tokens": 48, "reward_workers": 1},
+        "model": {"engine": {"kind": "vllm", **ENGINE}, "rollout": {"group_size": 4, "max_response_tokens": 48},
+                  "update": {"micro_batch_size": 8}, "reward": {"workers": 1}},
         "data": {"init_args": {"batch_size": 2}},
     }
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def test_eval_harness_run_refuses_the_crafted_checkpoint(tiny_model_dir, tmp_pat
     ckpt, marker = crafted_checkpoint(tmp_path, tiny_model_dir)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     env.pop("PREFIX_RFT_TRUST_PICKLE", None)
-    proc = subprocess.run([sys.executable, "-m", "eval_harness", "run", "--ckpt", str(ckpt), "--engine", "hf",
+    proc = subprocess.run([sys.executable, "-m", "eval_harness", "run", "--ckpt", str(ckpt), "--engine.kind", "hf",
                            "--benchmarks", "aime24", "--out", str(tmp_path / "out")],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "refused to unpickle" in proc.stderr

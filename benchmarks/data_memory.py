@@ -89,7 +89,8 @@ def main() -> None:
     start = time.perf_counter()
     write_rows(data, args.rows, args.demo_tokens)
     tokenizer = save_tiny_model(workdir / "tiny")
-    print(f"wrote {args.rows} rows, {data.stat().st_size / 2**20:.0f} MiB, in {time.perf_counter() - start:.0f} s: {data}")
+    print(f"wrote {args.rows} rows, {data.stat().st_size / 2**20:.0f} MiB, in {time.perf_counter() - start:.0f} s: "
+          f"{data}")
     for buffer in args.buffers:
         out = subprocess.run([sys.executable, __file__, "--measure", str(data), str(tokenizer), "--buffer", str(buffer),
                               "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=True)

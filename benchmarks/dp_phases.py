@@ -25,18 +25,18 @@ from benchmarks.step_time import ensure_toy_base, timed_toy_fit
 
 PHASES = ["time/rollout_s", "time/reward_s", "time/logprob_s", "time/weight_check_s", "time/update_s",
           "rollout/weight_sync_s"]
-ENGINE = {"dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.5, "enforce_eager": True}
+ENGINE = {"kind": "vllm", "dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.5, "enforce_eager": True}
 
 
 def run(name: str, ranks: int, args, tmp: Path) -> dict[str, float]:
     trainer = {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
                "enable_progress_bar": False, "devices": ranks,
                "callbacks": [{"class_path": "callbacks.PrefixSchedule"}, {"class_path": "callbacks.VLLMWeightSync"}]}
-    model = {"policy": "artifacts/toy/base", "engine": "vllm", "engine_options": ENGINE, "reward_workers": 1}
+    model = {"policy": "artifacts/toy/base", "engine": ENGINE, "reward": {"workers": 1}}
     if ranks > 1:
         trainer["strategy"] = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
                                "init_args": {"data_parallel_size": ranks, "tensor_parallel_size": 1}}
-        model.update(fsdp_param_dtype="bfloat16", fsdp_reduce_dtype="float32")
+        model["precision"] = {"compute": "bfloat16", "reduce": "float32"}
     else:
         trainer["precision"] = "bf16-mixed"
     overlay = {"trainer": trainer, "model": model,

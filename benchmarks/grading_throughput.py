@@ -7,7 +7,8 @@ the gold answer as a model would box it (correct), the gold plus one (wrong: a f
 math-verify parse and compare), and an answer without a box; then `--adversarial`
 answers that sympy cannot finish: power towers (9^(9^(9^9))), which the in-process size
 screen decides at once, and symbolic blow-ups ((x+k)^100000), which only the workers' time
-bound stops; each must cost at most the time bound. The pool is started and warmed before timing; its start-up is reported apart.
+bound stops; each must cost at most the time bound. The pool is started and warmed before
+timing; its start-up is reported apart.
 
 pass@k pool: 30 AIME24 problems x `--pool` samples (2,048 for pass@2048), a model's few
 distinct answers per problem repeated, graded as the harness grades them (`run_chunk`: one
@@ -60,7 +61,8 @@ def pass_at_k_pool(num_samples: int, seed: int = 0) -> list[tuple[str, list[str]
         n = int(gold) if gold.isdigit() else 7
         choices = [f"\\boxed{{{gold}}}", f"\\boxed{{{n:03d}}}", f"\\boxed{{{n}.0}}", f"\\boxed{{{n + 1}}}",
                    f"\\boxed{{{n - 7}}}", f"\\boxed{{{2 * n}}}", f"\\boxed{{\\frac{{{n}}}{{2}}}}",
-                   f"\\boxed{{{n}\\sqrt{{2}}}}", f"\\boxed{{x = {n}}}", "\\boxed{m+n}", "no final answer", f"\\boxed{{{n % 97}}}"]
+                   f"\\boxed{{{n}\\sqrt{{2}}}}", f"\\boxed{{x = {n}}}", "\\boxed{m+n}", "no final answer",
+                   f"\\boxed{{{n % 97}}}"]
         weights = [30, 3, 2, 8, 5, 4, 3, 3, 2, 2, 10, 3]
         out += [(filler + rng.choices(choices, weights)[0] + ".", answers) for _ in range(num_samples)]
     return out

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefix_rft_pl.logprobs import (  # noqa: E402
+from prefix_rft_pl.update.logprobs import (  # noqa: E402
     naive_token_logprobs_and_entropy,
     token_logprobs_and_entropy,
 )
@@ -137,7 +137,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--tokens", type=int, default=2_048)
     parser.add_argument("--hidden", type=int, default=1_536)
-    parser.add_argument("--chunk-size", type=int, default=128)  # the module's default logprob_chunk_size
+    parser.add_argument("--chunk-size", type=int, default=128)  # the module's default model.update.logprob_chunk_size
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--frozen-head", action="store_true", help="lm_head weight frozen")

@@ -5,8 +5,8 @@ bf16 lm_head gradient's error against float64 by number of log-prob chunks.
 
 1. The toy base (or a tiny random Qwen2 when it is not built), AdamW at lr 1e-6 on a real
    log-prob loss, 1 and 10 steps: the fraction of parameter entries that changed, with the
-   weights stored in bf16 (`precision: bf16-true` / `model.dtype: bfloat16`, now refused
-   unless `allow_half_precision_weights`) and with float32 masters and bf16 compute
+   weights stored in bf16 (`precision: bf16-true` / `model.precision.master: bfloat16`, now
+   refused unless `model.precision.allow_half_precision_weights`) and with float32 masters and bf16 compute
    (autocast here; FSDP2's MixedPrecisionPolicy in the paper configs,
    tests/integration/test_precision.py runs that on 2 ranks).
 2. The chunked log-prob backward with bf16 hidden states and lm_head (4,096 tokens, V = 1,024):
@@ -15,12 +15,17 @@ bf16 lm_head gradient's error against float64 by number of log-prob chunks.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
 import torch
 
-from prefix_rft_pl.logprobs import logprobs_from_model, naive_token_logprobs_and_entropy, token_logprobs_and_entropy
+from prefix_rft_pl.update.logprobs import (
+    logprobs_from_model,
+    naive_token_logprobs_and_entropy,
+    token_logprobs_and_entropy,
+)
 
 
 def fraction_changed(model_dir: str, store: torch.dtype, steps: int) -> float:
@@ -61,6 +66,7 @@ def bf16_weight_grad_error(num_chunks: int, tokens: int = 4096, vocab: int = 102
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     base = Path("artifacts/toy/base")
     with tempfile.TemporaryDirectory() as tmp:
         if not (base / "config.json").exists():
@@ -71,7 +77,8 @@ def main() -> None:
         print(f"{'setup':<44}{'1 step':>8}{'10 steps':>10}")
         for label, store in [("bf16 weights (refused by default)", torch.bfloat16),
                              ("float32 masters, bf16 compute (paper configs)", torch.float32)]:
-            print(f"{label:<44}{fraction_changed(str(base), store, 1):>8.3f}{fraction_changed(str(base), store, 10):>10.3f}")
+            one, ten = fraction_changed(str(base), store, 1), fraction_changed(str(base), store, 10)
+            print(f"{label:<44}{one:>8.3f}{ten:>10.3f}")
     print("\nbf16 lm_head weight gradient, relative error vs float64 (4,096 tokens, V = 1,024, H = 64)")
     for chunks in (1, 8, 64, 256):
         print(f"{chunks:>4} chunks: {bf16_weight_grad_error(chunks):.4f}")

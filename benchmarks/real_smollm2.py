@@ -8,7 +8,7 @@ For each dtype (float32, bfloat16):
    first, the prefix cache reset before each, median of `--repeats` runs each (a shared
    machine's load hits both sides alike).
 2. Engine/trainer log-prob mismatch on the generated tokens: the engine's log-probs against
-   the trainer's (`prefix_rft_pl.forward.response_logprobs`, the training path) for the HF
+   the trainer's (`prefix_rft_pl.update.forward.response_logprobs`, the training path) for the HF
    model in the same dtype, mean and max of |difference|.
 
 Prompts: LUFFY's evaluation problems (../shared/real/luffy_valid.parquet, shortest first) in
@@ -61,8 +61,8 @@ def mismatch(model_dir, dtype, requests, rollouts) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
 
     from prefix_rft_pl.engines.checks import logprob_mismatch
-    from prefix_rft_pl.forward import response_logprobs
     from prefix_rft_pl.prefix import Trajectory, pad_trajectories
+    from prefix_rft_pl.update.forward import response_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     flat = [r for r in requests for _ in range(r.num_samples)]

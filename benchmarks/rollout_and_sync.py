@@ -7,7 +7,7 @@
    difference is the wrapper's own work: building requests, converting outputs). Goal: <= 1.10x.
    The wrapper's own work is also timed by itself (total minus the time inside
    `LLM.generate`), which a loaded machine's noise does not blur.
-2. Weight sync: `VLLMEngine.update_weights` fed by `callbacks.weight_sync.stream_full_tensors`
+2. Weight sync: `VLLMEngine.update_weights` fed by `prefix_rft_pl.weight_sync.stream_full_tensors`
    against one plain copy of the HF state dict (`{k: v.clone()}`). Goal: <= 2x.
 
 Runs alternate between the two sides of each comparison and medians are reported, so that
@@ -91,7 +91,7 @@ def bench_rollout(engine, requests, sampling, repeats: int) -> tuple[float, floa
 
 
 def bench_sync(engine, model, repeats: int) -> tuple[float, float]:
-    from callbacks.weight_sync import stream_full_tensors
+    from prefix_rft_pl.weight_sync import stream_full_tensors
 
     sync = lambda: engine.update_weights(stream_full_tensors(model, engine.dtype))  # noqa: E731
     copy = lambda: {k: v.clone() for k, v in model.state_dict().items()}           # noqa: E731

@@ -4,7 +4,7 @@
 
 Both runs start from the toy base (built if missing, as the main job does) with the same
 seed, so they see the same prompts in the same order; the only difference is
-`model.num_hybrid` (1 vs 0): the hybrid rollout replaces an ordinary one. Each run is a
+`model.rollout.num_hybrid` (1 vs 0): the hybrid rollout replaces an ordinary one. Each run is a
 separate process; the first 2 steps are dropped as warm-up. Prints the mean per-phase
 times from each run's metrics.csv and the ratio of whole steps (goal: at most 1.05).
 """
@@ -34,9 +34,9 @@ def ensure_toy_base() -> None:
 
 
 def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbose: bool = False,
-                  warmup: int = 2, stat=statistics.mean, entry: str = "prefix_rft_pl") -> dict[str, float]:
+                  warmup: int = 2, stat=statistics.mean) -> dict[str, float]:
     """Fit configs/toy/prefix_rft.yaml + `overlay` in a process of its own (CSV logs under tmp/name),
-    through `python -m <entry>` (the trainer's CLI or a benchmark's variant of it).
+    through `python -m prefix_rft_pl`.
 
     Returns `stat` (default: the mean) of each of `phases` over the logged steps after `warmup`
     warm-up steps (0 for a phase the run never logged), the sum of its `time/` phases ("step")
@@ -47,7 +47,7 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(overlay))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", entry, "fit", "--config", "configs/toy/prefix_rft.yaml",
+    subprocess.run([sys.executable, "-m", "prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
                     "--config", str(path)], check=True, capture_output=not verbose)
     wall = time.perf_counter() - start
     rows = list(csv.DictReader(next((tmp / name).glob("**/metrics.csv")).open()))
@@ -62,9 +62,11 @@ def timed_toy_fit(name: str, overlay: dict, phases: list[str], tmp: Path, verbos
 def run(name: str, num_hybrid: int, args, tmp: Path) -> dict[str, float]:
     overlay = {
         "trainer": {"max_steps": args.steps, "limit_val_batches": 0, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "callbacks": [{"class_path": "callbacks.VLLMWeightSync"}] if args.engine == "vllm" else []},
-        "model": {"policy": "artifacts/toy/base", "num_hybrid": num_hybrid, "engine": args.engine,
-                  "engine_options": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1} if args.engine == "vllm" else None},
+                    "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "callbacks.VLLMWeightSync"}] if args.engine == "vllm" else []},
+        "model": {"policy": "artifacts/toy/base", "rollout": {"num_hybrid": num_hybrid},
+                  "engine": {"kind": "vllm", "dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1}
+                  if args.engine == "vllm" else {"kind": "hf"}},
         "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl"}},
     }
     return timed_toy_fit(name, overlay, PHASES, tmp, args.verbose)

@@ -17,7 +17,7 @@ Face `generate` for the rollouts.
   project's own `MathVerifyReward` (last \\boxed{} checked against the answer by
   math-verify, 2 worker processes) wrapped as a TRL reward function: the same grader.
 - This project: `configs/toy/prefix_rft.yaml` (Prefix-RFT) and that plus
-  `configs/toy/rows/rft.yaml` (RFT row), each in a process of its own through
+  `configs/rows/rft.yaml` (RFT row), each in a process of its own through
   `benchmarks.step_time.timed_toy_fit`, with the config's callbacks (prefix schedule,
   entropy statistics; no checkpoints, no validation) and, with `--vllm`, the vLLM engine
   (CPU build, float32) and its weight sync.
@@ -48,7 +48,7 @@ from benchmarks.step_time import ensure_toy_base, timed_toy_fit
 WARMUP, TIMED = 3, 17
 PROMPTS, GROUP, MAX_TOKENS, LR = 16, 8, 40, 1e-4
 PHASES = ["time/step_s", "time/rollout_s", "time/logprob_s", "time/update_s", "train/update_rows"]
-CONFIG, RFT_ROW = Path("configs/toy/prefix_rft.yaml"), Path("configs/toy/rows/rft.yaml")
+CONFIG, RFT_ROW = Path("configs/toy/prefix_rft.yaml"), Path("configs/rows/rft.yaml")
 VLLM_OPTIONS = {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1}  # as benchmarks/step_time.py
 TARGETS = [("Prefix-RFT (hf) / TRL (hf)", "Prefix-RFT (hf)", "TRL (hf)", 0.85),
            ("RFT (hf) / TRL (hf)", "RFT (hf)", "TRL (hf)", 0.75),
@@ -71,27 +71,35 @@ class StepTimer(L.Callback):
         self.last = now
 
 
-def project_overlay(row: bool, engine: str) -> dict:
-    """The toy config's callbacks (less checkpointing) + the step timer; the RFT row's model keys."""
+def merged(base: dict, overlay: dict) -> dict:
+    """`overlay` over `base`, group by group: a row's `rollout: {num_hybrid: 0}` keeps the other rollout keys."""
+    return {**base, **{k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                       for k, v in overlay.items()}}
+
+
+def project_overlay(row: bool, engine: str, all_rows: bool = False) -> dict:
+    """The toy config's callbacks (less checkpointing) + the step timer; the RFT row's model keys;
+    with `all_rows`, every row in the update (`model.update.skip_rows_without_gradient: false`)."""
     callbacks = [c for c in yaml.safe_load(CONFIG.read_text())["trainer"]["callbacks"]
                  if not c["class_path"].endswith("ModelCheckpoint")]
     callbacks.append({"class_path": "benchmarks.trl_compare.StepTimer"})
-    model = {"policy": "artifacts/toy/base", "engine": engine, "max_response_tokens": MAX_TOKENS,
-             "group_size": GROUP, "learning_rate": LR, "ppo_epochs": 1, "mini_batches": 1}
+    model = {"policy": "artifacts/toy/base", "engine": {"kind": engine},
+             "rollout": {"max_response_tokens": MAX_TOKENS, "group_size": GROUP}, "optim": {"lr": LR},
+             "update": {"ppo_epochs": 1, "mini_batches": 1, "skip_rows_without_gradient": not all_rows}}
     if engine == "vllm":
         callbacks.append({"class_path": "callbacks.VLLMWeightSync"})
-        model["engine_options"] = VLLM_OPTIONS
+        model["engine"] |= VLLM_OPTIONS
     if row:
-        model |= yaml.safe_load(RFT_ROW.read_text())["model"]
+        model = merged(model, yaml.safe_load(RFT_ROW.read_text())["model"])
     return {"trainer": {"max_steps": WARMUP + TIMED, "limit_val_batches": 0, "enable_checkpointing": False,
                         "enable_progress_bar": False, "callbacks": callbacks},
             "model": model,
             "data": {"init_args": {"train_files": "artifacts/toy/task/train.jsonl", "batch_size": PROMPTS}}}
 
 
-def run_project(name: str, row: bool, engine: str, tmp: Path, verbose: bool, all_rows: bool = False) -> dict[str, float]:
-    entry = "benchmarks.all_rows_fit" if all_rows else "prefix_rft_pl"
-    return timed_toy_fit(name, project_overlay(row, engine), PHASES, tmp, verbose, WARMUP, statistics.median, entry)
+def run_project(name: str, row: bool, engine: str, tmp: Path, verbose: bool,
+                all_rows: bool = False) -> dict[str, float]:
+    return timed_toy_fit(name, project_overlay(row, engine, all_rows), PHASES, tmp, verbose, WARMUP, statistics.median)
 
 
 class _MathVerifyForTRL:
@@ -156,8 +164,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all runs, interleaved")
     parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM engine runs")
     parser.add_argument("--all-rows", action="store_true",
-                        help="also both rows with every row in the update (benchmarks/all_rows_fit.py, HF generation): "
-                             "what leaving out the rows without gradient buys")
+                        help="also both rows with every row in the update (HF generation, "
+                             "model.update.skip_rows_without_gradient: false): what leaving out the rows without "
+                             "gradient buys")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     ensure_toy_base()
@@ -198,7 +207,8 @@ def report(median: dict[str, dict[str, float]], repeats: int) -> None:
     for label, num, den, target in TARGETS:
         if num in median and den in median:
             value = median[num]["time/step_s"] / median[den]["time/step_s"]
-            print(f"{label:<32}{value:>7.2f}{'<= ' + format(target, '.2f'):>9}  {'met' if value <= target else 'NOT met'}")
+            verdict = "met" if value <= target else "NOT met"
+            print(f"{label:<32}{value:>7.2f}{'<= ' + format(target, '.2f'):>9}  {verdict}")
 
 
 if __name__ == "__main__":

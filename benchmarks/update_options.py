@@ -30,16 +30,17 @@ import torch
 from benchmarks.step_time import ensure_toy_base, timed_toy_fit
 from benchmarks.trl_compare import PHASES, WARMUP, project_overlay
 
-OPTIONS = {"config (chunks of 128 tokens, micro-batch 64)": {}, "one log-prob chunk": {"logprob_chunk_size": 65536},
-           "micro-batch 16": {"micro_batch_size": 16}, "micro-batch 32": {"micro_batch_size": 32},
-           "micro-batch 128": {"micro_batch_size": 128}}
+OPTIONS = {  # model.update keys
+    "config (chunks of 128 tokens, micro-batch 64)": {}, "one log-prob chunk": {"logprob_chunk_size": 65536},
+    "micro-batch 16": {"micro_batch_size": 16}, "micro-batch 32": {"micro_batch_size": 32},
+    "micro-batch 128": {"micro_batch_size": 128}}
 
 
 def profile_update(rows: int = 64, tokens: int = 56, repeats: int = 10) -> None:
     from torch.profiler import profile
     from transformers import AutoModelForCausalLM
 
-    from prefix_rft_pl.logprobs import logprobs_from_model
+    from prefix_rft_pl.update.logprobs import logprobs_from_model
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained("artifacts/toy/base", dtype=torch.float32)
@@ -82,7 +83,7 @@ def profile_update(rows: int = 64, tokens: int = 56, repeats: int = 10) -> None:
 
 def padding_in_update(steps: int = 6) -> None:
     """Runs the toy fit in this process with a spy on the update's forward."""
-    import prefix_rft_pl.forward as forward
+    import prefix_rft_pl.update.forward as forward
     from prefix_rft_pl.cli import main
 
     original, cells = forward.response_logprobs, []
@@ -98,7 +99,7 @@ def padding_in_update(steps: int = 6) -> None:
         argv, sys.argv = sys.argv, ["prefix_rft_pl", "fit", "--config", "configs/toy/prefix_rft.yaml",
                                     "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
                                     "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                                    "--trainer.default_root_dir", tmp, "--model.max_response_tokens", "40"]
+                                    "--trainer.default_root_dir", tmp, "--model.rollout.max_response_tokens", "40"]
         try:
             main()
         finally:
@@ -120,7 +121,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, extra in OPTIONS.items():
             overlay = project_overlay(False, "hf")
-            overlay["model"] |= extra
+            overlay["model"]["update"] |= extra
             with tempfile.TemporaryDirectory() as tmp:
                 results[name].append(timed_toy_fit("run", overlay, PHASES, Path(tmp), False, WARMUP,
                                                    statistics.median)["time/update_s"])

@@ -13,20 +13,26 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOSSES, TEST_LOSSES = "prefix_rft_pl/losses.py", "tests/unit/test_losses.py"
+PREFIX, TEST_PREFIX = "prefix_rft_pl/prefix.py", "tests/unit/test_prefix.py"
 MUTATIONS = [  # (file, original, mutated, tests)
-    ("prefix_rft_pl/losses.py", "advantages = rewards - mean", "advantages = mean - rewards", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "unclipped = -advantages * ratio", "unclipped = advantages * ratio", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "loss = torch.maximum(unclipped, clipped)", "loss = torch.minimum(unclipped, clipped)", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "capped = torch.minimum(loss, -dual_clip * advantages)", "capped = torch.minimum(loss, dual_clip * advantages)", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "return -advantages * (prob / (prob + gamma)) * mask", "return advantages * (prob / (prob + gamma)) * mask", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "return -weight * logprobs * mask", "return weight * logprobs * mask", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/losses.py", "return per_token.sum() / (num_sequences * max_response_tokens)", "return per_token.sum() / (num_sequences + max_response_tokens)", "tests/unit/test_losses.py"),
-    ("prefix_rft_pl/prefix.py", "length = math.floor(prefix_ratio * demo_len)", "length = math.ceil(prefix_ratio * demo_len)", "tests/unit/test_prefix.py"),
-    ("prefix_rft_pl/prefix.py", 'descending=(mode == "top")', 'descending=(mode != "top")', "tests/unit/test_prefix.py"),
-    ("prefix_rft_pl/prefix.py", "max(0, round(keep_ratio * num_prefix_tokens))",
-     "max(0, round((1 - keep_ratio) * num_prefix_tokens))", "tests/unit/test_prefix.py"),
-    ("prefix_rft_pl/prefix.py", "requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length], 1))",
-     "requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length + 1], 1))", "tests/unit/test_prefix.py"),
+    (LOSSES, "advantages = rewards - mean", "advantages = mean - rewards", TEST_LOSSES),
+    (LOSSES, "unclipped = -advantages * ratio", "unclipped = advantages * ratio", TEST_LOSSES),
+    (LOSSES, "loss = torch.maximum(unclipped, clipped)", "loss = torch.minimum(unclipped, clipped)", TEST_LOSSES),
+    (LOSSES, "capped = torch.minimum(loss, -dual_clip * advantages)",
+     "capped = torch.minimum(loss, dual_clip * advantages)", TEST_LOSSES),
+    (LOSSES, "return -advantages * (prob / (prob + gamma)) * mask",
+     "return advantages * (prob / (prob + gamma)) * mask", TEST_LOSSES),
+    (LOSSES, "return -weight * logprobs * mask", "return weight * logprobs * mask", TEST_LOSSES),
+    (LOSSES, "return per_token.sum() / (num_sequences * max_response_tokens)",
+     "return per_token.sum() / (num_sequences + max_response_tokens)", TEST_LOSSES),
+    (PREFIX, "length = math.floor(prefix_ratio * demo_len)", "length = math.ceil(prefix_ratio * demo_len)",
+     TEST_PREFIX),
+    (PREFIX, 'descending=(mode == "top")', 'descending=(mode != "top")', TEST_PREFIX),
+    (PREFIX, "max(0, round(keep_ratio * num_prefix_tokens))", "max(0, round((1 - keep_ratio) * num_prefix_tokens))",
+     TEST_PREFIX),
+    (PREFIX, "requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length], 1))",
+     "requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length + 1], 1))", TEST_PREFIX),
     ("prefix_rft_pl/schedule.py", "(1 + math.cos(math.pi * _progress(step, steps, delay)))",
      "(1 - math.cos(math.pi * _progress(step, steps, delay)))", "tests/unit/test_schedule.py"),
 ]
@@ -45,8 +51,8 @@ def main() -> int:
             source = target.read_text()
             assert old in source, f"{path}: {old!r} not found"
             target.write_text(source.replace(old, new))
-            out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests],
-                                 cwd=tmp, capture_output=True, text=True, env={"PYTHONPATH": tmp, "PATH": "/usr/bin:/bin"})
+            out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests], cwd=tmp,
+                                 capture_output=True, text=True, env={"PYTHONPATH": tmp, "PATH": "/usr/bin:/bin"})
             caught = out.returncode == 1
             survivors += not caught
             print(f"{'caught ' if caught else 'SURVIVED'} {path}: {old!r} -> {new!r}")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from eval_harness.config import PAPER_BENCHMARKS, EvalConfig
+from eval_harness.config import MOVED_OPTIONS, PAPER_BENCHMARKS, EvalConfig
 from eval_harness.jobs import Job, describe, execute, selection_score
 from prefix_rft_pl.export import EXPORT_MARKER
 
@@ -164,7 +164,10 @@ def run_dir(req: Request, row: str, seed: int, lr: float | None, sft_lr: float |
 def eval_job(req: Request, spec: ModelSpec, base: dict, name: str, ckpt: str, out: Path, benchmarks: list[str],
              after: list[str]) -> Job:
     """`base`: the model's config (the training template is the evaluation's unless the protocol sets one)."""
-    settings = {**spec.protocol, **req.eval_overrides, "ckpt": ckpt, "out": str(out), "benchmarks": benchmarks}
+    overrides = req.eval_overrides
+    engine = {**spec.protocol.get("engine", {}), **overrides.get("engine", {})}  # group by group
+    settings = {**spec.protocol, **overrides, **({"engine": engine} if engine else {}), "ckpt": ckpt, "out": str(out),
+                "benchmarks": benchmarks}
     settings.setdefault("template", base.get("data", {}).get("init_args", {}).get("template", "auto"))
     write_once(out.parent / f"{out.name}.yaml", settings)
     protocol = EvalConfig(**settings).protocol()
@@ -311,13 +314,21 @@ def prepare(req: Request) -> None:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """["key=value", ...] -> {key: YAML value}; a pair without "=" is an error naming it."""
-    out = {}
+    """["key=value", "engine.kv_cache_gib=4", ...] -> {key: YAML value, engine: {kv_cache_gib: 4}}; a
+    pair without "=", or an engine option from before the engine group, is an error naming it."""
+    out: dict = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
+        key = key.replace("-", "_")
         if not eq or not key:
             raise SystemExit(f"--eval-set {pair!r}: expected KEY=VALUE (an EvalConfig field)")
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        if key in MOVED_OPTIONS:
+            raise SystemExit(f"--eval-set {pair!r}: {key} moved to {MOVED_OPTIONS[key]}")
+        *groups, last = key.split(".")
+        target = out
+        for group in groups:
+            target = target.setdefault(group, {})
+        target[last] = yaml.safe_load(value)
     return out
 
 

@@ -297,8 +297,6 @@ def check_settings(rollout: Rollout, prefix: Prefix, loss: Loss, update: Update,
         raise ValueError(f"model.loss.advantage_baseline: 'ordinary' takes the baseline from the ordinary rollouts, "
                          f"but model.rollout.num_hybrid = model.rollout.group_size = {rollout.group_size} leaves none; "
                          "use 'group'")
-    if precision.master != "float32" and optim.name != "adamw" and not precision.allow_half_precision_weights:
-        raise ValueError(f"model.optim.name {optim.name} over model.precision.master {precision.master}: refused")
     if engine.kind == "hf" and engine.sleep:
         raise ValueError("model.engine.sleep: sleep mode is vLLM's; the hf engine shares the trainer's weights")
 

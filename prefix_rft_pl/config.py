@@ -53,7 +53,8 @@ class Rollout:
                  f"must be in [0, model.rollout.group_size = {self.group_size}], got {self.num_hybrid}")
         _require(self.max_response_tokens >= 1, "rollout.max_response_tokens",
                  f"must be >= 1, got {self.max_response_tokens}")
-        _require(self.min_prefix_tokens >= 0, "rollout.min_prefix_tokens", f"must be >= 0, got {self.min_prefix_tokens}")
+        _require(self.min_prefix_tokens >= 0, "rollout.min_prefix_tokens",
+                 f"must be >= 0, got {self.min_prefix_tokens}")
         _require(self.temperature > 0, "rollout.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _require(self.val_temperature >= 0, "rollout.val_temperature", f"must be >= 0, got {self.val_temperature}")

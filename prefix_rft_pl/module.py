@@ -22,8 +22,20 @@ import torch
 from torch import Tensor
 
 from prefix_rft_pl import losses
-from prefix_rft_pl.config import (Engine, Hints, Loss, Optim, Precision, Prefix, ReLIFT, Reward, Rollout, Settings,
-                                  Update, plain)
+from prefix_rft_pl.config import (
+    Engine,
+    Hints,
+    Loss,
+    Optim,
+    Precision,
+    Prefix,
+    ReLIFT,
+    Reward,
+    Rollout,
+    Settings,
+    Update,
+    plain,
+)
 from prefix_rft_pl.engines.base import RolloutEngine, SamplingConfig
 from prefix_rft_pl.prefix import TrajectoryBatch, assemble_trajectories, build_group_requests, pad_trajectories
 from prefix_rft_pl.types import PromptDemoBatch, PromptItem, ReportsSkips
@@ -177,8 +189,10 @@ class PrefixRFTModule(L.LightningModule):
                                                 token_advantages, is_weights, sft_items, ref_logprobs, update_rows)
             self._relift(passes, batch, rewards)
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
-            old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b) for a, b in zip((old_logprobs, entropy), current))
-        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats, old_logprobs if entropy is not None else None)
+            old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
+                                     for a, b in zip((old_logprobs, entropy), current))
+        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats,
+                       old_logprobs if entropy is not None else None)
         out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
                "advantages": advantages.view(len(batch), s.rollout.group_size)}
         return out if entropy is None else {**out, "entropy": entropy}
@@ -206,7 +220,8 @@ class PrefixRFTModule(L.LightningModule):
         regularised = s.loss.entropy_coef > 0 or s.loss.kl_coef > 0
         reuse = row_rules.reuses_old_logprobs(s.update.ppo_epochs, s.update.mini_batches, s.loss.tis_cap)
         # decided over all ranks: the forward passes and the engine check below are collectives
-        if not (s.prefix.rule.uses_advantage or int(passes.ranks.gather_counts(int(tb.generated_mask.any())).max()) > 0):
+        generated_anywhere = int(passes.ranks.gather_counts(int(tb.generated_mask.any())).max()) > 0
+        if not (s.prefix.rule.uses_advantage or generated_anywhere):
             return torch.zeros(tb.mask.shape), None, tb.prefix_mask, None  # pure SFT: no ratio, no selection
         candidates = self._candidate_rows(advantages[:, None] * tb.mask, tb, regularised)
         pass_rows = row_rules.separate_pass_rows(reuse, candidates, tb.prefix_mask)          # [N]

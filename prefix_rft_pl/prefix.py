@@ -153,7 +153,7 @@ class TrajectoryBatch:
     def generated_mask(self) -> Tensor:
         return self.mask & ~self.prefix_mask
 
-    def select(self, rows: slice | Tensor) -> "TrajectoryBatch":
+    def select(self, rows: slice | Tensor) -> TrajectoryBatch:
         return TrajectoryBatch(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
 

@@ -49,8 +49,8 @@ class PrefixSchedule(L.Callback):
         if self.steps is not None or stage != "fit" or self.kind in FLAT:
             return
         if trainer.max_steps is None or trainer.max_steps < 1:
-            raise ValueError("callbacks.PrefixSchedule: steps is null (follow the run) but trainer.max_steps is not set; "
-                             "set trainer.max_steps or the schedule's steps")
+            raise ValueError("callbacks.PrefixSchedule: steps is null (follow the run) but trainer.max_steps is "
+                             "not set; set trainer.max_steps or the schedule's steps")
         update = pl_module.settings.update
         self.length = max(1, trainer.max_steps // (update.ppo_epochs * update.mini_batches))
 
@@ -60,7 +60,8 @@ class PrefixSchedule(L.Callback):
         low = SCHEDULES[self.kind](step, self.low_start, self.low_end, self.length or 1, self.delay)
         return low, self.high
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         pl_module.prefix_low, pl_module.prefix_high = self.values(self.step)
         pl_module.log_dict({"train/low_t": pl_module.prefix_low, "train/high_t": pl_module.prefix_high})
 

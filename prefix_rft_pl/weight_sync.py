@@ -90,7 +90,8 @@ class VLLMWeightSync(L.Callback):
         if needs_weights(engine):
             push_weights(pl_module.policy, engine)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
         engine = pl_module.engine
         if not needs_weights(engine):
             return

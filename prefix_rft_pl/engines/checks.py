@@ -109,7 +109,8 @@ def policy_fingerprints(
                 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
                 rows = param.to_local()
-                row_offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)[1][0]
+                offsets = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)[1]
+                row_offset = offsets[0]
                 group = param.device_mesh.get_group()
             elif hasattr(param, "full_tensor"):
                 rows = param.full_tensor()
@@ -135,7 +136,8 @@ def _is_row_sharded(param: Tensor) -> bool:
     return isinstance(param, DTensor) and param.device_mesh.ndim == 1 and tuple(param.placements) == (Shard(0),)
 
 
-def comparable_blocks(policy: torch.nn.Module, report: dict[str, dict]) -> dict[str, tuple[list[str], list[int] | None]]:
+def comparable_blocks(policy: torch.nn.Module,
+                      report: dict[str, dict]) -> dict[str, tuple[list[str], list[int] | None]]:
     """The blocks of an engine's report (`prefix_rft_pl.engines.vllm`) that the policy holds
     with the same names and shapes: whole tensors first, in the policy's order, then columns."""
     params = dict(policy.named_parameters(remove_duplicate=False))

@@ -121,7 +121,8 @@ def length_batches(lengths: Sequence[int], max_padding: float) -> list[list[int]
     batches: list[list[int]] = []
     tokens = 0  # of the last batch
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if batches and lengths[i] * (len(batches[-1]) + 1) - (tokens + lengths[i]) <= max_padding * (tokens + lengths[i]):
+        padding = lengths[i] * (len(batches[-1]) + 1) - (tokens + lengths[i]) if batches else 0
+        if batches and padding <= max_padding * (tokens + lengths[i]):
             batches[-1].append(i)
             tokens += lengths[i]
         else:
@@ -131,4 +132,5 @@ def length_batches(lengths: Sequence[int], max_padding: float) -> list[list[int]
 
 
 def _is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

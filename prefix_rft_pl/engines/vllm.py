@@ -19,8 +19,9 @@ Choices, and where they depart from the reference code:
   re-pack) works, at the price of the repacking. On GPUs, unquantised, the usual path, the
   model's `load_weights` through the model runner, writes into the live parameters
   directly; quantised models take `reload_weights` there too. The GPU path is written
-  from vLLM's source and examples but has not been run in this repository's tests. Either way the prefix cache is reset afterwards: cached
-  KV blocks were computed with the old weights.
+  from vLLM's source and examples but has not been run in this repository's tests. Either
+  way the prefix cache is reset afterwards: cached KV blocks were computed with the old
+  weights.
 - In-process engine. `VLLM_ENABLE_V1_MULTIPROCESSING` defaults to 0 here (set before vllm
   is imported, unless the caller set it) so that `update_weights` hands tensors to the
   worker by reference, as a stream. With a multiprocess engine the tensors are copied
@@ -127,7 +128,8 @@ class VLLMEngine:  # implements engines.base.RolloutEngine
         if enable_sleep_mode and not current_platform.is_sleep_mode_available():
             import warnings
 
-            warnings.warn(f"vLLM has no sleep mode on {current_platform.device_type}; enable_sleep_mode ignored")
+            warnings.warn(f"vLLM has no sleep mode on {current_platform.device_type}; enable_sleep_mode ignored",
+                          stacklevel=2)
             enable_sleep_mode = False
         self.sleep_mode = enable_sleep_mode
         self.asleep = False

@@ -26,7 +26,8 @@ def heldout_accuracy(policy: str, files: str, max_response_tokens: int = 40) -> 
     from prefix_rft_pl.config import Rollout
     from prefix_rft_pl.module import PrefixRFTModule
 
-    module = PrefixRFTModule(policy=policy, rollout=Rollout(max_response_tokens=max_response_tokens, val_temperature=0.0))
+    rollout = Rollout(max_response_tokens=max_response_tokens, val_temperature=0.0)
+    module = PrefixRFTModule(policy=policy, rollout=rollout)
     data = PromptDemoDataModule(tokenizer=policy, val_files=files, template="toy", layout="plain", val_batch_size=100)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)

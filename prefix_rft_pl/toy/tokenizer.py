@@ -9,8 +9,6 @@ round-trips (tests/unit/test_toy.py checks it through `AutoTokenizer`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

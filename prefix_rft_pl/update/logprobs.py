@@ -22,14 +22,14 @@ root) the head takes the weight path. Checked against an unsharded model on 2 ra
 
 Entropy is computed under no_grad by default: it selects prefix tokens and feeds statistics.
 With `entropy_grad=True` it is differentiable too (the baselines' entropy bonus, SPEC 3):
-the weight path adds dH/dlogits = -p * (log p + H) to each chunk's recomputed gradient. The logits are the lm_head's output in
-the input dtype, upcast per chunk to float32 (as HF's `logits.float()`), then divided by
-the temperature.
+the weight path adds dH/dlogits = -p * (log p + H) to each chunk's recomputed gradient. The
+logits are the lm_head's output in the input dtype, upcast per chunk to float32 (as HF's
+`logits.float()`), then divided by the temperature.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

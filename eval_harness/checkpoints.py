@@ -212,7 +212,8 @@ def export_hf(base: str, weights: dict[str, torch.Tensor], out: Path) -> None:
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     missing, unexpected = expected - set(weights) - tied, set(weights) - expected
     if missing or unexpected:
-        raise CheckpointError(f"weights do not fit {base}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(f"weights do not fit {base}: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in weights.items() if k not in tied}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})

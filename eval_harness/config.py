@@ -34,7 +34,8 @@ class EvalConfig:
     max_new_tokens: int = 8192
     """Paper: 8,192 (2,048 for LLaMA-3.1-8B)."""
     template: str = "auto"
-    """auto (the tokenizer's chat template if it has one, else plain), chat, plain, qwen_math, llama3.1, toy, or a string with {problem}."""
+    """auto (the tokenizer's chat template if it has one, else plain), chat, plain, qwen_math, llama3.1, toy,
+    or a string with {problem}."""
     seed: int = 0
     """Sampling seed; every chunk of requests draws from its own seed derived from it."""
 

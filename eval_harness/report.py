@@ -101,7 +101,8 @@ def markdown_table(results: dict) -> str:
     lines.append(avg)
     cfg = results["config"]
     notes = [f"\nModel: `{cfg['ckpt']}`; temperature {cfg['temperature']}, top_p {cfg['top_p']}, "
-             f"max_new_tokens {cfg['max_new_tokens']}, template {cfg['template']}, engine {cfg['engine']}, seed {cfg['seed']}."]
+             f"max_new_tokens {cfg['max_new_tokens']}, template {cfg['template']}, engine {cfg['engine']}, "
+             f"seed {cfg['seed']}."]
     if paper:
         missing = [b for b in PAPER_BENCHMARKS if b not in results["benchmarks"]]
         notes.append(f"Paper column: published `{paper['row']}` row for {paper['model']} (SPEC 5). "

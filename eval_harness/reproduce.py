@@ -237,7 +237,8 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
         if row == "sft":
             sft_fits[(seed, lr)] = fit
         if grid:
-            selection = eval_job(req, spec, base, f"{fit.name}/select", str(export), run / "eval_select", select, [fit.id])
+            selection = eval_job(req, spec, base, f"{fit.name}/select", str(export), run / "eval_select", select,
+                                 [fit.id])
             selection.meta = {"row": row, "seed": seed, "lr": lr, "select": True}
             selections.setdefault(row, {})[(lr, seed)] = selection
             jobs.append(selection)
@@ -273,8 +274,8 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
         for seed in req.seeds:
             selection = selections[row][(lr, seed)]
             run = selection.marker.parent.parent
-            jobs.append(eval_job(req, spec, base, selection.name.removesuffix("/select"), str(run / "train" / "hf_export"),
-                                 run / "eval", reported, [selection.id]))
+            jobs.append(eval_job(req, spec, base, selection.name.removesuffix("/select"),
+                                 str(run / "train" / "hf_export"), run / "eval", reported, [selection.id]))
             jobs[-1].meta = {"row": row, "seed": seed, "lr": lr}
     return jobs, notes
 
@@ -351,7 +352,8 @@ def main(argv: list[str]) -> None:
                         help="an extra argument for every fit, repeatable (e.g. --fit-arg=--trainer.devices=4)")
     parser.add_argument("--policy", help="starting policy (default: the config's model.policy)")
     parser.add_argument("--toy-task", default=str(TOY_TASK), help="toy only: the task folder")
-    parser.add_argument("--plan", action="store_true", help="print every command with its devices and steps; run nothing")
+    parser.add_argument("--plan", action="store_true",
+                        help="print every command with its devices and steps; run nothing")
     args = parser.parse_args(argv)
     req = Request(args.model, Path(args.out or f"runs/reproduce/{args.model}"), args.rows, args.seeds, args.steps,
                   args.lrs, parse_overrides(args.eval_set), args.fit_arg, args.policy, Path(args.toy_task),

@@ -69,7 +69,8 @@ class ScriptedEngine(LiveWeights):
         for r in requests:
             demo = self.demos[tuple(r.prompt_ids)]
             for s in range(r.num_samples):
-                ids = demo[len(r.prefix_ids):] if (r.prefix_ids or s == 0) else self.tokenizer("\\boxed{1}")["input_ids"]
+                ids = (demo[len(r.prefix_ids):] if (r.prefix_ids or s == 0)
+                       else self.tokenizer("\\boxed{1}")["input_ids"])
                 out.append(Rollout(list(ids), [0.0] * len(ids), "stop"))
         return out
 

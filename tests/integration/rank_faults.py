@@ -26,7 +26,8 @@ class StaleEngineOnRank(L.Callback):
     def __init__(self, rank: int = 1):
         self.rank = rank
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
         if trainer.global_rank != self.rank:
             return
         import torch

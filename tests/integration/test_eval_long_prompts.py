@@ -14,8 +14,9 @@ from prefix_rft_pl.context import PromptTooLongError
 
 
 def config(model_dir, parquet, out, **kwargs) -> EvalConfig:
-    return EvalConfig(ckpt=str(model_dir), benchmarks=[str(parquet)], out=str(out), engine=Engine(kind="hf", device="cpu"),
-                      template="plain", max_new_tokens=200, num_samples={}, limit=4, grading_workers=1, **kwargs)
+    return EvalConfig(ckpt=str(model_dir), benchmarks=[str(parquet)], out=str(out),
+                      engine=Engine(kind="hf", device="cpu"), template="plain", max_new_tokens=200, num_samples={},
+                      limit=4, grading_workers=1, **kwargs)
 
 
 def test_long_prompts_stop_the_run_before_generation_naming_benchmark_and_problem(

@@ -27,8 +27,10 @@ def overlay(tmp_path: Path, steps: int) -> Path:
             "max_steps": steps, "val_check_interval": steps, "limit_val_batches": 1,
             "default_root_dir": str(tmp_path),
             "logger": [
-                {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path), "name": "run"}},
-                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(tmp_path), "name": "tb"}},
+                {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                 "init_args": {"save_dir": str(tmp_path), "name": "run"}},
+                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                 "init_args": {"save_dir": str(tmp_path), "name": "tb"}},
             ],
             "callbacks": [
                 {"class_path": "callbacks.PrefixSchedule", "init_args": {"steps": steps}},

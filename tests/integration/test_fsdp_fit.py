@@ -118,7 +118,8 @@ SFT_SCHEDULE = {"class_path": "callbacks.PrefixSchedule",  # as configs/rows/sft
 def test_fsdp2_adamw8bit_sft_loss_falls(tmp_path, tiny_model_dir, toy_task_files):
     # the paper configs' numerics: 8-bit AdamW steps float32 master shards, compute in bf16
     log_dir = fit(tmp_path, tiny_model_dir, toy_task_files, steps=4, rows=["configs/rows/sft.yaml"],
-                  schedule=SFT_SCHEDULE, model={"optim": {"name": "adamw8bit", "lr": 3e-3}, "rollout": {"group_size": 1},
+                  schedule=SFT_SCHEDULE, model={"optim": {"name": "adamw8bit", "lr": 3e-3},
+                                                "rollout": {"group_size": 1},
                                                 "precision": {"compute": "bfloat16", "reduce": "float32"}})
     losses = metric(log_dir, "train/loss")
     assert len(losses) == 4 and losses[-1] < losses[0], losses

@@ -33,7 +33,8 @@ def run_step(tiny_model_dir, toy_task_files, settings):
 
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[PrefixSchedule(kind="constant", low_start=0.5, high=0.5), recorder, Capture(), EntropyStats()])
+                        callbacks=[PrefixSchedule(kind="constant", low_start=0.5, high=0.5), recorder, Capture(),
+                                   EntropyStats()])
     torch.manual_seed(0)
     trainer.fit(module, DataLoader(items, batch_size=4, collate_fn=PromptDemoBatch))
     return recorder.grads[0], outputs, trainer.callback_metrics

@@ -77,7 +77,8 @@ def shrink(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows:
     config = yaml.safe_load((ROOT / "configs" / name / "prefix_rft.yaml").read_text())
     trainer = config["trainer"]
     for row in rows:  # a row that sets callbacks replaces the list: keep what it says
-        trainer = {**trainer, **yaml.safe_load((ROOT / "configs" / "rows" / f"{row}.yaml").read_text()).get("trainer", {})}
+        trainer = {**trainer,
+                   **yaml.safe_load((ROOT / "configs" / "rows" / f"{row}.yaml").read_text()).get("trainer", {})}
     callbacks = []
     for callback in trainer["callbacks"]:
         if callback["class_path"].endswith("ModelCheckpoint"):  # every step, into the run's directory
@@ -160,7 +161,8 @@ def test_paper_config_trains_resumes_and_exports_on_two_ranks(tmp_path, name, po
     from prefix_rft_pl.schedule import SCHEDULES
 
     config = yaml.safe_load((ROOT / "configs" / name / "prefix_rft.yaml").read_text())
-    schedule = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("PrefixSchedule"))["init_args"]
+    schedule = next(c for c in config["trainer"]["callbacks"]
+                    if c["class_path"].endswith("PrefixSchedule"))["init_args"]
     length = schedule.get("steps") or 3  # null: the run's length (max_steps 3, one optimiser step per batch)
     low = SCHEDULES[schedule["kind"]](2, schedule["low_start"], schedule["low_end"], length, 0)
     assert metric(resumed, "train/low_t") == pytest.approx([low])  # one more step, the schedule at its third value

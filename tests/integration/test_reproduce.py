@@ -48,7 +48,8 @@ def samples(out: Path) -> dict[str, list[str]]:
 
 
 def scores(table: dict) -> dict:
-    return {row: [(r["seed"], r["scores"], r["pass_at_k"]) for r in data["runs"]] for row, data in table["rows"].items()}
+    return {row: [(r["seed"], r["scores"], r["pass_at_k"]) for r in data["runs"]]
+            for row, data in table["rows"].items()}
 
 
 def test_killed_in_the_second_row_resumes_without_redoing_the_first(tmp_path, tiny_model_dir, toy_task_files):

@@ -20,8 +20,9 @@ def fit(tiny_model_dir, toy_task_files, settings, engine_finish=False, max_steps
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = items_from(tokenizer, toy_task_files["train"], 4)
-    module = build_module(str(tiny_model_dir), {"rollout": {"group_size": 4, "num_hybrid": 0, "max_response_tokens": 48},
-                                                "reward": {"workers": 1}}, settings)
+    module = build_module(str(tiny_model_dir),
+                          {"rollout": {"group_size": 4, "num_hybrid": 0, "max_response_tokens": 48},
+                           "reward": {"workers": 1}}, settings)
     module.engine = RecordingEngine(tokenizer, items, engine_finish)
     trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,

@@ -120,8 +120,9 @@ def test_eval_harness_on_the_six_benchmarks(tmp_path, smollm2_dir):
     from eval_harness.runner import run
     from prefix_rft_pl.config import Engine
 
-    cfg = EvalConfig(ckpt=str(smollm2_dir), data_dir=str(BENCHMARKS), out=str(tmp_path), engine=Engine(kind="hf", device="cpu"),
-                     template="chat", max_new_tokens=24, num_samples={}, limit=3, grading_workers=1, chunk_size=18)
+    cfg = EvalConfig(ckpt=str(smollm2_dir), data_dir=str(BENCHMARKS), out=str(tmp_path),
+                     engine=Engine(kind="hf", device="cpu"), template="chat", max_new_tokens=24, num_samples={},
+                     limit=3, grading_workers=1, chunk_size=18)
     results = run(cfg)
     assert sorted(results["benchmarks"]) == sorted(PAPER_BENCHMARKS)
     for name in PAPER_BENCHMARKS:

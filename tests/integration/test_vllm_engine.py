@@ -33,7 +33,8 @@ def hf_model(tiny_model_dir):
 def engine(tiny_model_dir):
     from prefix_rft_pl.engines.vllm import VLLMEngine
 
-    eng = VLLMEngine(str(tiny_model_dir), dtype="float32", seed=0, max_model_len=512, kv_cache_gib=1, enforce_eager=True)
+    eng = VLLMEngine(str(tiny_model_dir), dtype="float32", seed=0, max_model_len=512, kv_cache_gib=1,
+                     enforce_eager=True)
     yield eng
     eng.close()
 

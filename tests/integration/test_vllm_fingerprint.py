@@ -64,7 +64,8 @@ def test_the_check_reads_the_packed_output_layer_of_a_tied_model(tied_model_dir,
         with torch.no_grad():
             model.model.embed_tokens.weight.mul_(2.0)
         engine.update_weights(stream_full_tensors(model, engine.dtype))
-        with pytest.raises(StaleWeightsError, match=r"at step 2 \(rank 0: lm_head\.weight columns \[0, 42, 85, 127\]\)"):
+        with pytest.raises(StaleWeightsError,
+                           match=r"at step 2 \(rank 0: lm_head\.weight columns \[0, 42, 85, 127\]\)"):
             check_engine_weights(model, sampled_fingerprint(engine), engine.dtype, step=2)
     finally:
         engine.close()

@@ -80,5 +80,6 @@ def test_multi_valued_golds():
 
 
 def test_extract_boxes_reads_separate_boxes_in_order():
-    assert extract_boxes("\\boxed{1} b \\boxed{\\boxed{2}} c \\fbox{3}") == ["1", "2", "3"]  # the inner box, as extract_boxed
+    # the inner box, as extract_boxed
+    assert extract_boxes("\\boxed{1} b \\boxed{\\boxed{2}} c \\fbox{3}") == ["1", "2", "3"]
     assert extract_boxes("\\boxed{1} and \\boxed{2") == []   # truncated last box: no answer

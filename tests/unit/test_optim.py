@@ -20,7 +20,8 @@ def test_build_optimizer_names(name, cls):
 
 
 def test_unknown_optimizer_names_the_choices():
-    with pytest.raises(ValueError, match=r"model.optimizer must be one of 'adamw', 'adamw8bit', 'paged_adamw8bit', got 'sgd'"):
+    with pytest.raises(ValueError,
+                       match=r"model.optimizer must be one of 'adamw', 'adamw8bit', 'paged_adamw8bit', got 'sgd'"):
         build_optimizer("sgd", _params(), lr=1e-3, weight_decay=0.0)
     assert OPTIMIZERS == ("adamw", "adamw8bit", "paged_adamw8bit")
 

@@ -59,7 +59,8 @@ def test_hybrid_prefix_ids_equal_the_demonstrations_first_L_ids():
 def test_pad_trajectories_positions_skip_left_padding():
     items = [PromptItem("a", [5], [[9, 1]], ["1"]), PromptItem("b", [5, 6, 7], [[9, 1]], ["1"])]
     requests, owners = build_group_requests(items, 1, 0, [], 4, 0, random.Random(0))
-    tb = pad_trajectories(assemble_trajectories(items, requests, owners, [Rollout([3, 1], None), Rollout([4], None)]), 0)
+    tb = pad_trajectories(assemble_trajectories(items, requests, owners, [Rollout([3, 1], None), Rollout([4], None)]),
+                          0)
     assert tb.input_ids.tolist() == [[0, 0, 5, 3, 1], [5, 6, 7, 4, 0]]
     assert tb.position_ids[0, 2:4].tolist() == [0, 1] and tb.position_ids[1, :4].tolist() == [0, 1, 2, 3]
     assert tb.mask.tolist() == [[True, True], [True, False]]
@@ -140,7 +141,7 @@ def test_selection_is_the_same_for_any_split_of_the_batch():
         return gather
 
     per_rank = []
-    for rank, rows in enumerate(bounds):
+    for _rank, rows in enumerate(bounds):
         ent = gather_rows(fake_all_gather(entropy), entropy[rows], counts, "cpu")
         pm = gather_rows(fake_all_gather(prefix), prefix[rows], counts, "cpu")
         assert torch.equal(ent, entropy) and torch.equal(pm, prefix)  # rank order, padding dropped

@@ -119,12 +119,15 @@ def test_a_grid_plans_sft_rft_and_the_reported_evaluations_once_rates_are_chosen
 def test_execute_runs_in_dependency_order_and_skips_the_dependants_of_a_failure(tmp_path):
     def job(name, code, after=()):
         marker = tmp_path / name / "done"
-        script = f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); p.parent.mkdir(parents=True, exist_ok=True); " \
-                 f"assert all(pathlib.Path({str(tmp_path)!r}, a.split(':')[1], 'done').exists() for a in {list(after)!r}); " \
+        script = f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); " \
+                 f"p.parent.mkdir(parents=True, exist_ok=True); " \
+                 f"assert all(pathlib.Path({str(tmp_path)!r}, a.split(':')[1], 'done').exists() " \
+                 f"for a in {list(after)!r}); " \
                  f"p.touch() if {code} == 0 else sys.exit({code})"
         return Job("fit", name, ["python", "-c", script], 1, marker, after=list(after))
 
-    jobs = [job("c", 0, ["fit:b"]), job("b", 0, ["fit:a"]), job("a", 0), job("bad", 3), job("after_bad", 0, ["fit:bad"])]
+    jobs = [job("c", 0, ["fit:b"]), job("b", 0, ["fit:a"]), job("a", 0), job("bad", 3),
+            job("after_bad", 0, ["fit:bad"])]
     ran, failed = execute(jobs, tmp_path, workers=2)
     assert ran == 4 and failed == ["fit:bad", "fit:after_bad"]
     assert [json.loads(line)["job"] for line in (tmp_path / "jobs.jsonl").read_text().splitlines()].count("fit:a") == 1
@@ -137,7 +140,8 @@ def test_table_means_spreads_and_the_published_column(tmp_path):
     for seed, (aime, math) in enumerate([(30.0, 80.0), (40.0, 90.0)]):
         marker = tmp_path / f"s{seed}" / "eval" / "results.json"
         fake_results(marker, {}, {"aime24": aime, "math500": math})
-        jobs.append(Job("eval", f"prefix_rft/s{seed}", [], 1, marker, meta={"row": "prefix_rft", "seed": seed, "lr": None}))
+        jobs.append(Job("eval", f"prefix_rft/s{seed}", [], 1, marker,
+                        meta={"row": "prefix_rft", "seed": seed, "lr": None}))
     data = collect(jobs, ("aime24", "math500"), ("aime24", "math500"))
     row = data["rows"]["prefix_rft"]
     assert row["mean"] == {"aime24": 35.0, "math500": 85.0, "average": 60.0}
@@ -162,9 +166,12 @@ def test_toy_splits_are_eval_harness_benchmarks(toy_task_files):
     files = write_eval_splits(task)
     problems = {split: load_benchmark(str(path)) for split, path in files.items()}
     # the fixture's task has 20 held-out problems per op: val (100-199) is empty there
-    assert {s: len(p) for s, p in problems.items()} == {"val": 0, "easy": 20, "hard": 20, "ood_easy": 100, "ood_hard": 100}
+    assert {s: len(p) for s, p in problems.items()} == {"val": 0, "easy": 20, "hard": 20, "ood_easy": 100,
+                                                        "ood_hard": 100}
     hard = problems["hard"][0]
-    assert "&" in hard.problem and hard.answers == [json.loads((task / "heldout_hard.jsonl").open().readline())["answer"]]
+    assert "&" in hard.problem and hard.answers == [
+        json.loads((task / "heldout_hard.jsonl").open().readline())["answer"]
+    ]
     assert all(len(p.problem) == 5 for p in problems["ood_easy"])  # 2-digit operands: "12#34"
     assert len({p.id for s in problems.values() for p in s}) == sum(len(p) for p in problems.values())
 

@@ -101,7 +101,7 @@ def test_entropy_bonus_is_minus_coef_times_entropy_on_counted_tokens():
     torch.testing.assert_close(out, torch.tensor([[-0.002, 0.0]]), rtol=0, atol=1e-9)
 
 
-# ---------------------------------------------------------------- RL w/ SFT loss (LUFFY exp_scripts/train_rl_sft_loss.sh)
+# -------------------------------------------------------- RL w/ SFT loss (LUFFY exp_scripts/train_rl_sft_loss.sh)
 def test_rl_sft_loss_demonstration_replaces_a_rollout_and_takes_only_the_sft_term():
     hp = row_hparams("rl_sft_loss")
     assert (hp.rollout.num_hybrid, hp.loss.demo_sft_coef, hp.loss.advantage_baseline,

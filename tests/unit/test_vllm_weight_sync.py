@@ -17,7 +17,8 @@ from tests.ranks import WORLD, init_gloo, launch
 def test_importing_engines_and_weight_sync_does_not_import_vllm():
     code = ("import sys, prefix_rft_pl.engines, prefix_rft_pl.engines.vllm, prefix_rft_pl.engines.checks, "
             "prefix_rft_pl.weight_sync; assert 'vllm' not in sys.modules, 'vllm imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
 def test_stream_full_tensors_names_values_and_cast():

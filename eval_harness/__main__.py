@@ -18,7 +18,6 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from eval_harness.config import MOVED_OPTIONS, EvalConfig
 
-
 REPRODUCE_HELP = ("Reproduce the paper's table: train every row, evaluate, assemble "
                   "(python -m eval_harness reproduce --help for its options).")
 

@@ -40,8 +40,8 @@ def _one_adamw_step(rank: int, port: int, model_dir: str, setup: dict, out: str)
     from transformers import AutoModelForCausalLM
 
     from prefix_rft_pl.distributed import shard_policy
-    from prefix_rft_pl.update.logprobs import logprobs_from_model
     from prefix_rft_pl.optim import build_optimizer, check_master_weights
+    from prefix_rft_pl.update.logprobs import logprobs_from_model
 
     mesh = _init(rank, port)
     assert setup["precision"] == "32-true"  # Lightning's bf16-true would cast the masters to bf16

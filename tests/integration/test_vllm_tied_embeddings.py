@@ -16,8 +16,8 @@ pytest.importorskip("vllm")
 
 def engine_vs_trainer(engine, model, prompt: list[int]) -> float:
     """Max |engine - trainer| log-prob over 8 greedy tokens."""
-    from prefix_rft_pl.update.forward import response_logprobs
     from prefix_rft_pl.prefix import Trajectory, pad_trajectories
+    from prefix_rft_pl.update.forward import response_logprobs
 
     rollout = engine.generate([GenerationRequest(prompt, 8)], SamplingConfig(temperature=0.0))[0]
     tb = pad_trajectories([Trajectory(0, prompt, [], rollout.token_ids, rollout.logprobs, "length")], 0)

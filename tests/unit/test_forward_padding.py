@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-from prefix_rft_pl.update.forward import padding_columns, response_logprobs
 from prefix_rft_pl.prefix import Trajectory, TrajectoryBatch, pad_trajectories
+from prefix_rft_pl.update.forward import padding_columns, response_logprobs
 
 
 def test_padding_columns_by_hand():

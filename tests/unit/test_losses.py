@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from prefix_rft_pl.config import Clip, Prefix
-from prefix_rft_pl.variants import PPOPrefix, SFTPrefix, ShapedPrefix
 from prefix_rft_pl.losses import (
     aggregate_constant,
     aggregate_seq_mean_token_mean,
     aggregate_token_mean,
     clipped_surrogate,
     group_advantages,
-    shaped_surrogate,
     sft_loss,
+    shaped_surrogate,
     token_losses,
 )
+from prefix_rft_pl.variants import PPOPrefix, SFTPrefix, ShapedPrefix
 
 
 def test_group_advantages_dr_grpo_subtracts_the_group_mean_only():

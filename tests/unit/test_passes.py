@@ -7,8 +7,15 @@ from prefix_rft_pl import losses
 from prefix_rft_pl.config import Clip
 from prefix_rft_pl.engines.hf import length_batches
 from prefix_rft_pl.update.rows import reuses_old_logprobs, rows_with_gradient, scatter_rows, separate_pass_rows
-from prefix_rft_pl.variants import (DrGRPOConstant, PPOPrefix, SeqMeanTokenMean, ShapedPrefix, SFTPrefix, TokenMean,
-                                    TokenSum)
+from prefix_rft_pl.variants import (
+    DrGRPOConstant,
+    PPOPrefix,
+    SeqMeanTokenMean,
+    SFTPrefix,
+    ShapedPrefix,
+    TokenMean,
+    TokenSum,
+)
 
 
 def test_old_logprobs_are_reused_only_with_one_optimiser_step_per_batch_and_no_tis():

@@ -19,7 +19,7 @@ from prefix_rft_pl.config import Settings
 from prefix_rft_pl.losses import aggregate_token_sum, entropy_bonus, group_advantages, low_var_kl, token_losses
 from prefix_rft_pl.types import PromptItem
 from prefix_rft_pl.update.rows import mini_batch_prompts
-from prefix_rft_pl.variants import ShapedPrefix, SFTPrefix, TokenMean, TokenSum
+from prefix_rft_pl.variants import SFTPrefix, ShapedPrefix, TokenMean, TokenSum
 from tests.helpers import build_module
 
 BASE = yaml.safe_load(Path("configs/toy/prefix_rft.yaml").read_text())["model"]

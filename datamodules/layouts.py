@@ -53,7 +53,8 @@ def resolve_layout(layout: str | dict[str, str]) -> dict[str, str]:
     missing = [role for role in ("problem", "answer") if role not in mapping]
     unknown = sorted(set(mapping) - {*ROLES, "uid"})
     if missing or unknown:
-        raise ValueError(f"layout mapping needs {ROLES} (demos optional, uid optional); missing {missing}, unknown {unknown}")
+        raise ValueError(f"layout mapping needs {ROLES} (demos optional, uid optional); "
+                         f"missing {missing}, unknown {unknown}")
     return mapping
 
 
@@ -138,7 +139,7 @@ def parse_row(row: Any, mapping: dict[str, str], uid: str, require_demos: bool) 
     if "demos" in mapping:
         try:
             demos = _demos(_get(row, mapping["demos"]), mapping["demos"])
-        except BadRow as bad:
+        except BadRow:
             if require_demos:
                 raise
     elif require_demos:

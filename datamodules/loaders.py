@@ -1,21 +1,22 @@
 """Iterables handed to Lightning: endless training batches with their stream positions, and
 one pass over a held-out set.
 
-Skipped rows stay visible on an endless stream: they are counted by reason as they are met
-(the module logs the counts every step, `PromptDemoDataModule.skip_counts`), and the first
-skip of each reason is warned about once, naming its file and row.
+Skipped rows, and demonstrations left out of kept rows, stay visible on an endless stream:
+they are counted by reason as they are met (the module logs the counts every step,
+`PromptDemoDataModule.skip_counts`), and the first skip of each reason is warned about once,
+naming its file and row.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 
-from datamodules.items import Renderer, Skipped
+from datamodules.items import DEMO_REASONS, Renderer, Skipped
 from datamodules.sources import Source
 from datamodules.stream import Order, Position, chunked, epoch_rows, rows_from
 from prefix_rft_pl.types import PromptDemoBatch, PromptItem
@@ -31,12 +32,13 @@ def _collate(items: list[PromptItem]) -> PromptDemoBatch:
     return PromptDemoBatch(list(items))
 
 
-def count_skip(skipped: Counter, row: Skipped) -> None:
-    """Count a skipped row under its reason; warn at the first row skipped for that reason."""
-    skipped[row.reason] += 1
-    if skipped[row.reason] == 1:
-        log.warning("skipping rows: %s (%s); further rows skipped for %r are only counted "
-                    "(metric data/skipped_%s)", row.where, row.detail, row.reason, row.reason)
+def count_skip(skipped: Counter, skip: Skipped) -> None:
+    """Count a skipped row or demonstration under its reason; warn at the first one of that reason."""
+    skipped[skip.reason] += 1
+    if skipped[skip.reason] == 1:
+        what = "demonstrations" if skip.reason in DEMO_REASONS else "rows"
+        log.warning("skipping %s: %s (%s); further %s skipped for %r are only counted (metric data/skipped_%s)",
+                    what, skip.where, skip.detail, what, skip.reason, skip.reason)
 
 
 class _TrainChunks(torch.utils.data.IterableDataset):
@@ -85,10 +87,11 @@ class TrainBatches:
                 if position.epoch != epoch:
                     self._epoch_done(epoch, last_item_epoch, start.epoch)
                     epoch = position.epoch
-                if isinstance(result, Skipped):
-                    count_skip(self.skipped, result)
+                for skip in result.skips:
+                    count_skip(self.skipped, skip)
+                if result.item is None:
                     continue
-                items.append(result)
+                items.append(result.item)
                 last_item_epoch = epoch
                 if len(items) == self.batch_size:
                     batch = PromptDemoBatch(items)
@@ -116,10 +119,10 @@ class _HeldOutItems(torch.utils.data.IterableDataset):
             if n % num_workers != worker:
                 continue
             result = self.render(raw)
-            if isinstance(result, Skipped):
-                count_skip(self.skipped, result)  # counted in the main process only when num_workers == 0
-            else:
-                yield result
+            for skip in result.skips:
+                count_skip(self.skipped, skip)  # counted in the main process only when num_workers == 0
+            if result.item is not None:
+                yield result.item
 
 
 def held_out_loader(sources: list[Source], order: Order, render: Renderer, batch_size: int,

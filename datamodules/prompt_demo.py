@@ -7,8 +7,10 @@ the training step (`on_before_batch_transfer`), not when the loader prefetches i
 resumed run neither repeats nor skips prompts. Without a Trainer, a batch counts as
 consumed when the iterator yields it.
 
-Every demonstration of a prompt is kept in `PromptItem.demo_ids`; the policy module picks
-the one a hybrid rollout continues.
+Every demonstration of a prompt within `max_demo_tokens` is kept in `PromptItem.demo_ids`;
+the policy module picks the one a hybrid rollout continues. A longer one is left out and
+counted, never cut. Before any row is streamed, every source is checked for rows and for
+the columns the layout reads (`checks.py`).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class PromptDemoDataModule(L.LightningDataModule):
             val_batch_size: prompts per validation batch (default: batch_size).
             seed: seed of shuffling, subsets and epoch reshuffles.
             max_prompt_tokens: skip rows whose rendered prompt is longer; None: no limit.
-            max_demo_tokens: drop demonstrations longer than this (EOS included); a row with none
-                left is skipped. None: no limit.
+            max_demo_tokens: leave out (never cut) demonstrations longer than this, EOS included,
+                counting each as `demo_too_long`; a training row with none left is skipped
+                (`no_demo_left`). The CLI links model.rollout.max_response_tokens here. None: no limit.
             subset: train on a seeded subset of the rows: a fraction in (0, 1] (0.01 and 0.1 for the
                 1% / 10% ablations) or a count (an integer). None: all rows.
             shuffle_buffer: rows held by the shuffle buffer (a full shuffle when the set fits);
@@ -95,11 +98,22 @@ class PromptDemoDataModule(L.LightningDataModule):
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.tokenizer)
         if self._train_sources is None:
-            self._train_sources = resolve_sources(self.hparams.train_files)
+            train_sources = resolve_sources(self.hparams.train_files)
             self._val_sources = resolve_sources(self.hparams.val_files)
-            self._subset = subset_for(self._train_sources, self.hparams.subset, self.hparams.seed)
+            self._check(train_sources, "train_files", require_demos=True)
+            self._check(self._val_sources, "val_files", require_demos=False)
+            self._subset = subset_for(train_sources, self.hparams.subset, self.hparams.seed)
+            self._train_sources = train_sources
         if self.position is None:
             self.position = Position()
+
+    def _check(self, sources, what: str, require_demos: bool) -> None:
+        """Empty files and columns other than the layout's fail here, before any row is streamed."""
+        from datamodules.checks import check_sources
+
+        spec = getattr(self.hparams, what)
+        check_sources(sources, resolve_layout(self.hparams.layout), self.hparams.layout, require_demos,
+                      f"{what}={spec!r}")
 
     def _order(self, train: bool):
         from datamodules.stream import Order
@@ -161,9 +175,13 @@ class PromptDemoDataModule(L.LightningDataModule):
 
     def skip_counts(self) -> dict[str, int]:
         """Skipped-row counts so far as flat metric names, for the module to log every step:
-        `data/skipped` (all reasons, present from the first step on) and
-        `data/skipped_<reason>` per reason met; `data/val_skipped_<reason>` for held-out rows."""
-        counts = {"data/skipped": sum(self.skipped.values())}
+        `data/skipped` (rows, all reasons, present from the first step on) and
+        `data/skipped_<reason>` per reason met; `data/val_skipped_<reason>` for held-out rows.
+        `demo_too_long` counts demonstrations left out, not rows (so it is not in `data/skipped`);
+        a row that loses all of them is also counted as `no_demo_left`."""
+        from datamodules.items import DEMO_REASONS
+
+        counts = {"data/skipped": sum(v for k, v in self.skipped.items() if k not in DEMO_REASONS)}
         counts.update({f"data/skipped_{k}": v for k, v in self.skipped.items()})
         counts.update({f"data/val_skipped_{k}": v for k, v in self.val_skipped.items()})
         return counts

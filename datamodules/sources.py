@@ -16,8 +16,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs
 
 
@@ -52,25 +53,47 @@ def _file_kind(path: str) -> str:
     raise ValueError(f"{path}: unknown file type (use .jsonl, .json or .parquet)")
 
 
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow", ".txt")
+HUB_HINT = "a hub dataset is named org/name, e.g. org/name?split=train"
+
+
+def looks_local(name: str) -> bool:
+    """A path meant as a local one: starts with `.`, `/` or `~`, ends in a data file suffix,
+    or its first component is an existing directory (`data/train` with `data/` present)."""
+    first = name.split("/", 1)[0]
+    return name.startswith((".", "/", "~")) or name.lower().endswith(DATA_SUFFIXES) or (
+        "/" in name and os.path.isdir(first)
+    )
+
+
+def _directory_has_data(path: str) -> bool:
+    return any(f.lower().endswith(DATA_SUFFIXES) for _, _, files in os.walk(path) for f in files)
+
+
 def _resolve_one(spec: str) -> list[Source]:
     if "*" in spec or "[" in spec:  # a glob ("?" is kept for hub options)
-        paths = sorted(glob.glob(spec, recursive=True))
+        paths = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
         if not paths:
             raise FileNotFoundError(f"{spec}: the glob matches no file")
         return [Source(_file_kind(p), p) for p in paths]
-    if os.path.isfile(spec):
-        return [Source(_file_kind(spec), spec)]
+    if os.path.isfile(os.path.expanduser(spec)):
+        return [Source(_file_kind(os.path.expanduser(spec)), os.path.expanduser(spec))]
     name, _, options = spec.partition("?")
     query = {k: v[-1] for k, v in parse_qs(options).items()}
     unknown = sorted(set(query) - {"config", "split"})
     if unknown:
         raise ValueError(f"{spec}: unknown options {unknown} (use ?config=...&split=...)")
-    if name.endswith((".jsonl", ".json", ".parquet")):
-        raise FileNotFoundError(f"{spec}: no such file")
-    split = query.get("split", "train")
-    if os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in ("state.json", "dataset_dict.json")):
-        return [Source("disk", name, split=split)]
-    return [Source("hub", name, query.get("config"), split)]  # a hub id or a local dataset directory
+    split, path = query.get("split", "train"), os.path.expanduser(name)
+    if os.path.isdir(path):
+        if any(os.path.exists(os.path.join(path, f)) for f in ("state.json", "dataset_dict.json")):
+            return [Source("disk", path, split=split)]
+        if not _directory_has_data(path):
+            raise FileNotFoundError(f"{spec}: the directory holds no data file (*{', *'.join(DATA_SUFFIXES)}) "
+                                    "and no save_to_disk dataset")
+        return [Source("hub", path, query.get("config"), split)]  # a directory laid out like a hub dataset
+    if looks_local(name):
+        raise FileNotFoundError(f"{spec}: no such file or directory (read as a local path; {HUB_HINT})")
+    return [Source("hub", name, query.get("config"), split)]
 
 
 def resolve_sources(spec: list[str] | str | None) -> list[Source]:
@@ -105,7 +128,7 @@ def _datasets_rows(source: Source) -> Iterator[Any]:
     return (dict(zip(batch, values)) for batch in stream.iter(batch_size=64) for values in zip(*batch.values()))
 
 
-def _source_name(source: Source) -> str:
+def source_name(source: Source) -> str:
     if source.kind in ("disk", "hub"):
         config = f"{source.config}/" if source.config else ""
         return f"{source.path}[{config}{source.split}]"
@@ -128,7 +151,7 @@ def iter_source(source: Source) -> Iterator[RawRow]:
         for i, row in enumerate(rows):
             yield RawRow(f"{source.path}:{i}", row, f"{source.path} row {i}")
         return
-    name = _source_name(source)
+    name = source_name(source)
     for i, row in enumerate(_datasets_rows(source)):
         yield RawRow(f"{name}:{i}", row, f"{name} row {i}")
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
-from datamodules.sources import RawRow, Source, count_rows, iter_source
+from datamodules.sources import RawRow, Source, count_rows, iter_source, source_name
 
 T = TypeVar("T")
 
@@ -109,7 +110,10 @@ def rows_from(sources: list[Source], order: Order, start: Position) -> Iterator[
             if num_rows > skip:
                 yield Position(epoch, num_rows), raw
         if num_rows == 0:
-            raise ValueError(f"rank {order.rank} of {order.world_size} has no rows in epoch {epoch}")
+            names = ", ".join(source_name(s) for s in sources)
+            kept = " (of the subset kept)" if order.subset is not None else ""
+            raise ValueError(f"rank {order.rank} of {order.world_size} has no rows in epoch {epoch}: "
+                             f"{names} hold{'s' if len(sources) == 1 else ''} fewer rows{kept} than there are ranks")
         epoch, skip = epoch + 1, 0
 
 

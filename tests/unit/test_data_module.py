@@ -46,7 +46,8 @@ def test_first_batch_reads_only_a_buffer_of_rows(tiny_model_dir, tmp_path, monke
 @pytest.mark.parametrize("subset, expected", [(0.01, 5), (0.1, 50), (17, 17)])
 def test_subsets_train_on_a_fixed_seeded_share(tiny_model_dir, tmp_path, subset, expected):
     files = [write_rows(tmp_path / "a.jsonl", 300), write_rows(tmp_path / "b.jsonl", 200, start=300)]
-    seen = {i for b in take(iter(make(tiny_model_dir, files, subset=subset, batch_size=1).train_dataloader()), 3 * expected) for i in b}
+    batches = iter(make(tiny_model_dir, files, subset=subset, batch_size=1).train_dataloader())
+    seen = {i for b in take(batches, 3 * expected) for i in b}
     assert len(seen) == expected
     again = make(tiny_model_dir, files, subset=subset, batch_size=1)
     assert {i for b in take(iter(again.train_dataloader()), 3 * expected) for i in b} == seen
@@ -107,11 +108,13 @@ BAD_ROWS = [
     {"problem": "p", "solution": "s", "answer": 1},                    # non_string_field
     {"problem": "p", "solution": "s", "answer": "\\boxed{ }"},         # bad_answer
     {"problem": "p" * 40, "solution": "s", "answer": "1"},             # prompt_too_long
-    {"problem": "p", "solution": "s" * 40, "answer": "1"},             # demo_too_long
+    {"problem": "p", "solution": "s" * 40, "answer": "1"},             # demo_too_long, then no_demo_left
     "just a string",                                                   # not_an_object
 ]
 BAD_COUNTS = {"missing_field": 1, "empty_field": 2, "non_string_field": 2, "bad_answer": 1,
-              "prompt_too_long": 1, "demo_too_long": 1, "not_an_object": 1}
+              "prompt_too_long": 1, "no_demo_left": 1, "not_an_object": 1,
+              # demonstrations, not rows: the bad row's only one, and one of good row 0's two, met again in epoch 1
+              "demo_too_long": 3}
 
 
 def write_with_bad_rows(path):

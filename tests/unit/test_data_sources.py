@@ -9,6 +9,7 @@ import pytest
 from datamodules import PromptDemoDataModule
 from datamodules.sources import MalformedFileError, resolve_sources
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _datasets_imported():
     """Pay the one-off `import datasets` in setup, so test timings show the module's own cost."""
@@ -77,9 +78,8 @@ def test_parquet_with_openr1_layout(tiny_model_dir, tmp_path):
 def test_save_to_disk_dataset_with_split(tiny_model_dir, tmp_path):
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:2])}).save_to_disk(
-        str(tmp_path / "saved")
-    )
+    splits = {"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:2])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
     dm = module(tiny_model_dir, str(tmp_path / "saved"), val_files=f"{tmp_path}/saved?split=test")
     items = first_epoch(dm, 12)
     check_items(dm, items)

@@ -9,7 +9,16 @@ from itertools import islice
 import pytest
 
 from datamodules.sources import resolve_sources
-from datamodules.stream import Order, Position, buffer_shuffle, chunked, epoch_rows, rows_from, select_subset, subset_for
+from datamodules.stream import (
+    Order,
+    Position,
+    buffer_shuffle,
+    chunked,
+    epoch_rows,
+    rows_from,
+    select_subset,
+    subset_for,
+)
 
 
 @pytest.fixture

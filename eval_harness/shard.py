@@ -41,6 +41,9 @@ def main(arg: str) -> None:
     from eval_harness.config import EvalConfig
     from eval_harness.runner import generate
 
+    if Path(arg).is_dir():
+        print(f"shard {spec['shard']} of {spec['num_shards']}: SLURM task {os.environ['SLURM_PROCID']} of step "
+              f"{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_STEP_ID')}", file=sys.stderr, flush=True)
     cfg = EvalConfig(**spec["config"])
     work = [(benchmark, chunk) for benchmark, chunk in spec["work"]]
     if work:

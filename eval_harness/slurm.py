@@ -101,10 +101,11 @@ def job_name(job: Job) -> str:
 
 
 def resources(job: Job, opts: SlurmOptions) -> list[str]:
-    """A fit: one task per device over `opts.nodes` nodes; an evaluation: one task per device, one node."""
+    """A fit: one task per device over `opts.nodes` nodes; any other job (an evaluation): one node,
+    one task per device (one task for a job of no devices)."""
     if job.kind != "fit":
         gpus = min(opts.gpus_per_node, job.devices)
-        return ["--nodes=1", f"--ntasks={job.devices}", *([f"--gpus-per-node={gpus}"] if gpus else [])]
+        return ["--nodes=1", f"--ntasks={max(1, job.devices)}", *([f"--gpus-per-node={gpus}"] if gpus else [])]
     if job.devices % opts.nodes:
         raise ValueError(f"[fit] {job.name}: {job.devices} devices do not split evenly over --nodes {opts.nodes}")
     gpus = [f"--gpus-per-node={opts.gpus_per_node}"] if opts.gpus_per_node else []
@@ -205,7 +206,7 @@ def ordered(jobs: list[Job]) -> list[Job]:
 def slurm_command(argv: list[str]) -> str:
     """Run a SLURM client command; its stdout, or an error naming the command and its message."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
         raise RuntimeError(f"{argv[0]} not found: is this a SLURM login node? (a test cluster: "
                            "scripts/slurm_cluster.sh start)") from None

@@ -29,7 +29,7 @@ def submit(out: Path, task: dict) -> list[str]:
             "--seeds", "0", "--steps", "1", "--policy", str(out.parent / "missing_policy"),
             "--toy-task", str(Path(task["train"]).parent), f"--fit-arg=--data.init_args.train_files={task['train']}",
             "--out", str(out), "--submit", "slurm", "--sbatch=--hold"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return [line for line in proc.stdout.splitlines() if line.startswith("[")]
 
@@ -60,9 +60,9 @@ def test_submit_afterok_rerun_and_resubmission(slurm_cluster, toy_task_files, tm
         first = {job: records[-1] for job, records in submitted(out).items()}
         ids = [first[job]["slurm_id"] for job in JOBS]
         assert all(line.split(": ")[1].startswith("submitted") for line in lines) and len(lines) == 4
-        fit_sft, eval_sft, fit_rft, eval_rft = ids
+        fit_sft, _, fit_rft, _ = ids
         assert [first[job]["after"] for job in JOBS] == [[], [fit_sft], [fit_sft], [fit_rft]]
-        dependency = subprocess.run(["scontrol", "show", "job", fit_rft], capture_output=True, text=True).stdout
+        dependency = subprocess.run(["scontrol", "show", "job", fit_rft], check=True, capture_output=True, text=True).stdout
         assert f"Dependency=afterok:{fit_sft}" in dependency
         script = Path(first["fit:sft_rft/s0"]["script"]).read_text()
         assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --signal=USR1@90" in script

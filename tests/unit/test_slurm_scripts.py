@@ -13,7 +13,14 @@ from eval_harness.jobs import Job
 from eval_harness.launcher import ShardError, srun_tasks
 from eval_harness.reproduce import fit_devices
 from eval_harness.shard import spec_path
-from eval_harness.slurm import SlurmOptions, absolute_argv, ordered, resources, script, write_scripts
+from eval_harness.slurm import (
+    SlurmOptions,
+    absolute_argv,
+    ordered,
+    resources,
+    script,
+    write_scripts,
+)
 
 
 def fit(tmp_path: Path, name: str = "sft/s0", devices: int = 8, after=()) -> Job:
@@ -78,8 +85,8 @@ def test_write_scripts_chains_afterok_and_skips_done_jobs(tmp_path):
     jobs = [done, rft, evaluation(tmp_path, "rft/s0", after=["fit:rft/s0"])]
     lines = write_scripts(jobs, tmp_path / "scripts", SlurmOptions()).read_text().splitlines()
     assert lines[3:] == [f"j1=$(sbatch --parsable {tmp_path}/scripts/fit-rft_s0.sbatch)  # fit:rft/s0",
-                         f"j2=$(sbatch --parsable --dependency=afterok:$j1 --kill-on-invalid-dep=yes "
-                         f"{tmp_path}/scripts/eval-rft_s0.sbatch)  # eval:rft/s0"]
+                         (f"j2=$(sbatch --parsable --dependency=afterok:$j1 --kill-on-invalid-dep=yes "
+                          f"{tmp_path}/scripts/eval-rft_s0.sbatch)  # eval:rft/s0")]
     assert (tmp_path / "scripts" / "fit-sft_s0.sbatch").is_file()  # written, not submitted
 
 

@@ -54,7 +54,6 @@ def wait_for_states(ids: list[str], wanted: set[str], timeout_s: float = 300) ->
 
 def test_submit_afterok_rerun_and_resubmission(slurm_cluster, toy_task_files, tmp_path):
     out = tmp_path / "out"
-    ids: list[str] = []
     try:
         lines = submit(out, toy_task_files)
         first = {job: records[-1] for job, records in submitted(out).items()}
@@ -78,10 +77,10 @@ def test_submit_afterok_rerun_and_resubmission(slurm_cluster, toy_task_files, tm
         assert state(fit_sft) == "FAILED" and {state(i) for i in ids[1:]} == {"CANCELLED"}
         lines = submit(out, toy_task_files)
         again = {job: records[-1] for job, records in submitted(out).items()}
-        ids += [again[job]["slurm_id"] for job in JOBS]
         assert all(again[job]["slurm_id"] != first[job]["slurm_id"] for job in JOBS)
         assert lines[0].endswith("(was FAILED)") and lines[2].endswith("(was CANCELLED)")
         assert again["fit:sft_rft/s0"]["after"] == [again["fit:sft/s0"]["slurm_id"]]
-    finally:
-        if ids:
-            subprocess.run(["scancel", *ids], check=False)
+    finally:  # every job the harness submitted, held or not
+        if (out / "jobs.jsonl").is_file():
+            ids = [json.loads(line)["slurm_id"] for line in (out / "jobs.jsonl").read_text().splitlines()]
+            subprocess.run(["scancel", *set(ids)], check=False)

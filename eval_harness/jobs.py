@@ -51,6 +51,16 @@ def selection_score(job: Job) -> float | None:
     return None if results is None else sum(m["score"] for m in results.values()) / len(results)
 
 
+def fit_root(job: Job) -> Path:
+    """A fit's run folder (its Lightning default_root_dir): <run>/train/hf_export/<marker>."""
+    return job.marker.parents[2]
+
+
+def job_log(job: Job) -> Path:
+    """Beside the run's files: <run>/fit.log, <run>/eval.log, <run>/eval_select.log."""
+    return fit_root(job) / "fit.log" if job.kind == "fit" else job.marker.parent.with_suffix(".log")
+
+
 def describe(jobs: list[Job], notes: list[str]) -> str:
     """The plan as text: one block per job, the command on its own line."""
     lines = []
@@ -67,8 +77,7 @@ def describe(jobs: list[Job], notes: list[str]) -> str:
 def run_job(job: Job, out: Path) -> bool:
     """Run one job's command (this interpreter for `python`), its output appended to a log
     beside its files; record its start in <out>/jobs.jsonl. True if it succeeded."""
-    # beside the run's files: <run>/fit.log, <run>/eval.log, <run>/eval_select.log
-    log_path = job.marker.parents[2] / "fit.log" if job.kind == "fit" else job.marker.parent.with_suffix(".log")
+    log_path = job_log(job)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with (out / "jobs.jsonl").open("a") as history:
         history.write(json.dumps({"job": job.id, "start": time.time()}) + "\n")

@@ -1,11 +1,17 @@
 """Data-parallel evaluation: the missing chunks dealt out to N shard processes, one engine each.
 
 The parent plans the missing (benchmark, chunk) work as a one-process run would, deals it
-round-robin to the shards (`split_work`), starts one process per shard on its own devices
-(`python -m eval_harness.launcher shards/shard<r>.json`; one engine's worth of GPUs each,
-or all on CPU), waits for all of them, and the runner folds their sample files into the
-usual ones. A chunk keeps its composition and its seed whichever process runs it, so the
-merged samples, and every number computed from them, are those of a one-process run.
+round-robin to the shards (`split_work`), writes each shard's share and devices to
+`shards/shard<r>.json`, starts the shards (`python -m eval_harness.shard`; one engine's worth
+of GPUs each, or all on CPU), waits for all of them, and the runner folds their sample files
+into the usual ones. A chunk keeps its composition and its seed whichever process runs it, so
+the merged samples, and every number computed from them, are those of a one-process run.
+
+Where the shards run: inside a SLURM job of several tasks (the batch script of
+`sbatch --ntasks=N`, or an `salloc` shell), as the N tasks of one `srun` step on this node,
+each reading its rank from SLURM_PROCID and checking the world against SLURM_NTASKS;
+anywhere else, as N local processes. This module starts processes and never imports the
+runner (eval_harness/shard.py is the shard's entry point), so nothing imports in a circle.
 
 A shard that fails does not stop the others: their finished chunks are on disk, the
 parent raises an error naming the failed shard(s) with the end of each one's log, and the
@@ -19,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
@@ -63,26 +69,65 @@ def visible_devices(cfg: EvalConfig) -> list[str]:
 
 
 def launch_shards(cfg: EvalConfig, out: Path, model_path: str, work: list[tuple[str, int]]) -> None:
-    """Generate `work` ((benchmark spec, chunk index) pairs) in `cfg.data_parallel_size` processes."""
+    """Generate `work` ((benchmark spec, chunk index) pairs) in `cfg.data_parallel_size` processes:
+    the tasks of one `srun` step inside a SLURM job with enough tasks, else local processes."""
     per_shard = cfg.engine.tensor_parallel_size if cfg.engine.kind == "vllm" else 1
     devices = shard_devices(visible_devices(cfg), cfg.data_parallel_size, per_shard)
     folder = out / "shards"
     folder.mkdir(exist_ok=True)
-    ranks, commands, envs, logs = [], [], [], []
-    for rank, share in enumerate(split_work(work, cfg.data_parallel_size)):
-        if not share:
-            continue  # fewer missing chunks than shards
-        spec = folder / f"shard{rank}.json"
-        spec.write_text(json.dumps({"config": asdict(cfg), "model_path": model_path, "shard": rank, "work": share}))
-        env = dict(os.environ)
-        if devices[rank] is not None:
-            env["CUDA_VISIBLE_DEVICES"] = devices[rank]
-        ranks.append(rank)
-        commands.append([sys.executable, "-m", "eval_harness.launcher", str(spec)])
-        envs.append(env)
-        logs.append(folder / f"shard{rank}.log")
-        print(f"shard {rank}: {len(share)} chunks on {devices[rank] or 'cpu'}, log {logs[-1]}", file=sys.stderr)
-    run_shards(ranks, commands, envs, logs)
+    shares = split_work(work, cfg.data_parallel_size)
+    use_srun = srun_tasks(os.environ, cfg.data_parallel_size)
+    for rank, share in enumerate(shares):
+        spec = {"config": asdict(cfg), "model_path": model_path, "shard": rank, "num_shards": len(shares),
+                "devices": devices[rank], "work": share}
+        (folder / f"shard{rank}.json").write_text(json.dumps(spec))
+        (folder / f"shard{rank}.ok").unlink(missing_ok=True)
+        print(f"shard {rank}: {len(share)} chunks on {devices[rank] or 'cpu'}, log {folder / f'shard{rank}.log'}",
+              file=sys.stderr)
+    if use_srun:
+        run_srun_step(folder, len(shares))
+        return
+    ranks = [rank for rank, share in enumerate(shares) if share]  # fewer missing chunks than shards: fewer processes
+    commands = [[sys.executable, "-m", "eval_harness.shard", str(folder / f"shard{rank}.json")] for rank in ranks]
+    run_shards(ranks, commands, [dict(os.environ)] * len(ranks), [folder / f"shard{rank}.log" for rank in ranks])
+
+
+def srun_tasks(env: Mapping[str, str], num_shards: int) -> bool:
+    """True inside a SLURM job's batch script (or an salloc shell) whose job has more than one task:
+    the shards then run as the tasks of one `srun` step (rank SLURM_PROCID, world SLURM_NTASKS).
+    A job of one task runs them as local processes, as outside SLURM."""
+    if "SLURM_JOB_ID" not in env:
+        return False
+    if "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        raise ShardError(f"this evaluation runs as task {env.get('SLURM_PROCID')} of a {env['SLURM_STEP_NUM_TASKS']}-task "
+                         "srun step: start it once per job (in the batch script, without srun); it starts its "
+                         "data-parallel shards with srun itself")
+    tasks = int(env.get("SLURM_NTASKS", "1"))
+    if tasks == 1 or "SLURM_STEP_ID" in env:
+        return False
+    if tasks < num_shards:
+        raise ShardError(f"data_parallel_size {num_shards} needs {num_shards} SLURM tasks; job "
+                         f"{env['SLURM_JOB_ID']} has {tasks} (sbatch --ntasks={num_shards})")
+    return True
+
+
+def run_srun_step(folder: Path, num_shards: int) -> None:
+    """The shards as the tasks of one srun step on this node, each logging to shards/shard<r>.log;
+    raise naming every shard that did not finish (no shards/shard<r>.ok)."""
+    command = ["srun", "--nodes=1", f"--ntasks={num_shards}", "--kill-on-bad-exit=0",
+               f"--output={folder}/shard%t.log", sys.executable, "-m", "eval_harness.shard", str(folder)]
+    proc = subprocess.Popen(command)
+    try:
+        code = proc.wait()
+    finally:
+        stop([proc])
+    failed = [f"data-parallel shard {rank} (SLURM task {rank}) failed; end of {folder / f'shard{rank}.log'}:\n"
+              f"{tail(folder / f'shard{rank}.log') if (folder / f'shard{rank}.log').is_file() else '(no log)'}"
+              for rank in range(num_shards) if not (folder / f"shard{rank}.ok").is_file()]
+    if failed or code != 0:
+        raise ShardError("\n\n".join(failed or [f"srun exited with code {code}: {' '.join(command)}"]) +
+                         "\n\nThe other shards' samples are kept; run the same command again to generate only "
+                         "what is missing.")
 
 
 def run_shards(ranks: list[int], commands: list[list[str]], envs: list[dict], logs: list[Path]) -> None:
@@ -134,17 +179,3 @@ def stop(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def shard_main(spec_path: str) -> None:
-    """One shard: generate its share of the chunks into its own samples files."""
-    spec = json.loads(Path(spec_path).read_text())
-    cfg = EvalConfig(**spec["config"])
-    from eval_harness.runner import generate
-
-    work = [(benchmark, chunk) for benchmark, chunk in spec["work"]]
-    generate(cfg, Path(cfg.out), spec["model_path"], work, shard=spec["shard"])
-
-
-if __name__ == "__main__":
-    shard_main(sys.argv[1])

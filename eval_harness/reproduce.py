@@ -17,7 +17,8 @@ and what is on disk (`plan`), and run in dependency order (`execute`):
   other settings (steps, learning rate, protocol) is refused, not silently reused.
 
 `--plan` prints every command with the devices and steps it needs, runs nothing, and writes
-only the files the commands read, so the commands can go to a scheduler (SLURM, torchrun).
+only the files the commands read; `--plan --write-scripts DIR` also writes each job's SLURM batch
+script, and `--submit slurm` submits them (eval_harness/slurm.py; docs/slurm.md).
 Learning-rate grids (`--lrs a b c`, the toy's fair table): every grid value is trained and
 evaluated on the model's selection split; each row's rate is the best mean over seeds; only
 the chosen runs are evaluated on the reported benchmarks; SFT+RFT starts from the SFT run at
@@ -95,8 +96,13 @@ def steps_per_batch(row: str) -> int:
     return update.get("mini_batches", 1) * update.get("ppo_epochs", 1)
 
 
-def fit_devices(base: dict) -> int:
-    trainer = base.get("trainer", {})
+def fit_devices(base: dict, fit_overrides: list[str] = ()) -> int:
+    """Devices x nodes of a fit: the config's, or those --fit-arg sets (--trainer.devices=N)."""
+    trainer = dict(base.get("trainer", {}))
+    for arg in fit_overrides:
+        key, _, value = arg.partition("=")
+        if key in ("--trainer.devices", "--trainer.num_nodes") and value.isdigit():
+            trainer[key.removeprefix("--trainer.")] = int(value)
     devices = trainer.get("devices", 1)
     return (devices if isinstance(devices, int) else 1) * trainer.get("num_nodes", 1)
 
@@ -193,7 +199,7 @@ def fit_job(req: Request, spec: ModelSpec, base: dict, row: str, seed: int, lr: 
             *(["--config", f"configs/rows/{row_file}.yaml"] if row_file else []),
             *req.fit_overrides, "--config", str(run / "overlay.yaml"), "--ckpt_path", "last"]
     export = run / "train" / "hf_export"
-    job = Job("fit", f"{row}/{run.name}", argv, fit_devices(base), export / EXPORT_MARKER,
+    job = Job("fit", f"{row}/{run.name}", argv, fit_devices(base, req.fit_overrides), export / EXPORT_MARKER,
               steps=settings["trainer"]["max_steps"], after=after or [])
     return job, export
 
@@ -300,6 +306,36 @@ def reproduce(req: Request, workers: int = 1) -> dict:
     return table
 
 
+def submit(req: Request, options, wait: bool = False) -> dict | None:
+    """Submit every job not done, queued or running to SLURM (eval_harness/slurm.py); with `wait`,
+    wait for them, submitting the jobs a learning-rate choice makes known, and never resubmitting
+    a job that failed in this call. The table once every job is done, else None."""
+    from eval_harness import slurm
+    from eval_harness.table import write_table
+
+    prepare(req)
+    req.out.mkdir(parents=True, exist_ok=True)
+    tried: set[str] = set()
+    while True:
+        jobs, notes = plan(req)
+        actions = slurm.submit(jobs, req.out, options, refuse=tried)
+        print("\n".join(map(str, actions)), flush=True)
+        tried |= {a.job.id for a in actions if a.what == "submitted"}
+        running = {a.slurm_id for a in actions if a.what in ("queued", "submitted")}
+        if not wait or not running:
+            break
+        slurm.wait_for(running)
+    if all(j.done() for j in jobs) and not notes:
+        return write_table(req, jobs)
+    failed = [a.job.id for a in actions if a.what in ("failed", "blocked")]
+    if wait or failed:
+        raise RuntimeError(f"{len(failed)} jobs failed or wait for one that failed: {failed}; not planned yet: "
+                           f"{notes}. Logs beside each run; run the same command again to resubmit them.")
+    print(f"# {len(running)} jobs queued or running; run the same command again once they end to submit what "
+          f"follows or failed, and to assemble the table ({req.out / 'jobs.jsonl'} has their SLURM ids)")
+    return None
+
+
 def prepare(req: Request) -> None:
     """The toy's base model (unless --policy names another) and evaluation splits, built when
     missing (the paper models are hub ids)."""
@@ -336,6 +372,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     import argparse
 
+    from eval_harness import slurm
+
     parser = argparse.ArgumentParser(prog="python -m eval_harness reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=list(MODELS))
@@ -345,24 +383,39 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--lrs", nargs="+", type=float, help="one rate for every row, or a grid chosen on the "
                         "model's selection split (default: each row's own)")
     parser.add_argument("--out", help="default: runs/reproduce/<model>")
-    parser.add_argument("--workers", type=int, default=1, help="jobs at a time (CPU toy; on a cluster use --plan)")
+    parser.add_argument("--workers", type=int, default=1, help="jobs at a time (CPU toy; on a cluster: --submit slurm)")
     parser.add_argument("--eval-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="EvalConfig fields over the model's protocol (e.g. data_dir=... kv_cache_gib=4)")
+                        help="EvalConfig fields over the model's protocol (e.g. data_dir=... engine.kv_cache_gib=4)")
     parser.add_argument("--fit-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument for every fit, repeatable (e.g. --fit-arg=--trainer.devices=4)")
     parser.add_argument("--policy", help="starting policy (default: the config's model.policy)")
     parser.add_argument("--toy-task", default=str(TOY_TASK), help="toy only: the task folder")
     parser.add_argument("--plan", action="store_true",
                         help="print every command with its devices and steps; run nothing")
+    slurm.add_arguments(parser)
     args = parser.parse_args(argv)
-    req = Request(args.model, Path(args.out or f"runs/reproduce/{args.model}"), args.rows, args.seeds, args.steps,
-                  args.lrs, parse_overrides(args.eval_set), args.fit_arg, args.policy, Path(args.toy_task),
-                  "python -m eval_harness reproduce " + " ".join(argv))
+    if (args.write_scripts and not args.plan) or (args.wait and not args.submit) or (args.submit and args.plan):
+        parser.error("--write-scripts goes with --plan, --wait with --submit; --plan submits nothing")
+    for_slurm = bool(args.submit or args.write_scripts)  # scripts run elsewhere: absolute paths
+    req = Request(args.model, local_path(args.out or f"runs/reproduce/{args.model}", for_slurm), args.rows,
+                  args.seeds, args.steps, args.lrs, parse_overrides(args.eval_set), args.fit_arg,
+                  args.policy and str(local_path(args.policy, for_slurm and Path(args.policy).exists())),
+                  local_path(args.toy_task, for_slurm), "python -m eval_harness reproduce " + " ".join(argv))
     if args.plan:
         jobs, notes = plan(req)
         print(f"# {len(jobs)} jobs for {req.model} into {req.out}; each starts once the jobs after= names are done; "
               "a (done) job is skipped when the harness runs them")
         print(describe(jobs, notes))
+        if args.write_scripts:
+            print(f"# batch scripts: {slurm.write_scripts(jobs, Path(args.write_scripts).resolve(), slurm.options_from(args))}")
+        return
+    if args.submit:
+        if submit(req, slurm.options_from(args), args.wait) is not None:
+            print((req.out / "table.md").read_text())
         return
     reproduce(req, args.workers)
     print((req.out / "table.md").read_text())
+
+
+def local_path(path: str, absolute: bool) -> Path:
+    return Path(path).resolve() if absolute else Path(path)

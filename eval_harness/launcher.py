@@ -99,7 +99,8 @@ def srun_tasks(env: Mapping[str, str], num_shards: int) -> bool:
     if "SLURM_JOB_ID" not in env:
         return False
     if "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        raise ShardError(f"this evaluation runs as task {env.get('SLURM_PROCID')} of a {env['SLURM_STEP_NUM_TASKS']}-task "
+        raise ShardError(f"this evaluation runs as task {env.get('SLURM_PROCID')} of a "
+                         f"{env['SLURM_STEP_NUM_TASKS']}-task "
                          "srun step: start it once per job (in the batch script, without srun); it starts its "
                          "data-parallel shards with srun itself")
     tasks = int(env.get("SLURM_NTASKS", "1"))

@@ -407,7 +407,8 @@ def main(argv: list[str]) -> None:
               "a (done) job is skipped when the harness runs them")
         print(describe(jobs, notes))
         if args.write_scripts:
-            print(f"# batch scripts: {slurm.write_scripts(jobs, Path(args.write_scripts).resolve(), slurm.options_from(args))}")
+            written = slurm.write_scripts(jobs, Path(args.write_scripts).resolve(), slurm.options_from(args))
+            print(f"# batch scripts: {written}")
         return
     if args.submit:
         if submit(req, slurm.options_from(args), args.wait) is not None:

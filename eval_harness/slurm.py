@@ -74,7 +74,8 @@ def add_arguments(parser) -> None:
     """The SLURM options of `python -m eval_harness reproduce`."""
     group = parser.add_argument_group("SLURM", "--submit slurm, or --plan --write-scripts DIR")
     group.add_argument("--submit", choices=["slurm"], help="submit every job not done, queued or running as a "
-                       "SLURM batch job (jobs.jsonl in --out records ids and states); run again to resubmit what failed")
+                       "SLURM batch job (jobs.jsonl in --out records ids and states); run again to resubmit what "
+                       "failed")
     group.add_argument("--wait", action="store_true", help="with --submit: wait for the jobs (submitting the ones "
                        "a learning-rate choice makes known), then assemble the table")
     group.add_argument("--write-scripts", metavar="DIR", help="with --plan: write each job's batch script and "
@@ -168,7 +169,8 @@ def write_scripts(jobs: list[Job], folder: Path, opts: SlurmOptions) -> Path:
     dependency order (afterok on the ids it got); returns the path of submit_all.sh."""
     folder.mkdir(parents=True, exist_ok=True)
     done = {j.id for j in jobs if j.done()}
-    lines = ["#!/bin/bash", "# submits the jobs of the plan that were not done when it was written", "set -euo pipefail"]
+    lines = ["#!/bin/bash", "# submits the jobs of the plan that were not done when it was written",
+             "set -euo pipefail"]
     variables: dict[str, str] = {}
     for i, job in enumerate(ordered(jobs)):
         path = folder / f"{job_name(job)}.sbatch"

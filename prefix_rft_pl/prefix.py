@@ -109,7 +109,12 @@ def build_group_requests(
             requests.append(GenerationRequest(item.prompt_ids, max_response_tokens, [], group_size - num_hybrid))
             owners.append(index)
         for _ in range(num_hybrid):
-            demo = rng.choice(item.demo_ids)[:max_response_tokens]
+            demo = rng.choice(item.demo_ids)
+            if len(demo) > max_response_tokens:  # never cut: the data module leaves such demonstrations out
+                raise ValueError(f"prompt {item.uid}: a demonstration of {len(demo)} tokens exceeds "
+                                 f"model.rollout.max_response_tokens = {max_response_tokens}; set "
+                                 "data.init_args.max_demo_tokens (the CLI links it to the budget) to leave such "
+                                 "demonstrations out")
             length = prefix_length(next(ratios), len(demo), min_prefix_tokens)
             budget = 0 if length == len(demo) else max_response_tokens - length  # whole demo: nothing to add
             requests.append(GenerationRequest(item.prompt_ids, budget, demo[:length], 1))

@@ -104,9 +104,8 @@ def optimizer_step(model: torch.nn.Module, optimizer, max_grad_norm: float) -> T
 def demo_sft_backward(passes: Passes, items, weight: float, entropy_coef: float = 0.0) -> Tensor:
     """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations,
     minus entropy_coef x their token-mean entropy (ReLIFT's SFT step)."""
-    budget = passes.settings.rollout.max_response_tokens
-    demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0][:budget], [], None, "stop")
-             for i, item in enumerate(items) if item.demo_ids]
+    demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0], [], None, "stop") for i, item in enumerate(items)
+             if item.demo_ids]  # within the budget: the data module leaves longer demonstrations out
     tb = pad_trajectories(demos, passes.pad_id) if demos else None
     num_tokens = passes.ranks.mean_count(int(tb.mask.sum()) if demos else 0)  # token mean over all ranks
     total = torch.zeros(())

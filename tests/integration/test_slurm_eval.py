@@ -30,7 +30,8 @@ def test_two_slurm_tasks_equal_one_process(slurm_cluster, tiny_model_dir, data_a
     evaluation = shlex.join(command(tiny_model_dir, data, two, "--data-parallel-size", "2"))
     log = tmp_path / "job.log"
     job = subprocess.run(["sbatch", "--parsable", "--wait", "--ntasks=2", f"--output={log}", f"--chdir={REPO}",
-                          "--wrap", evaluation], check=False, env=environment(), capture_output=True, text=True, timeout=900)
+                          "--wrap", evaluation], check=False, env=environment(), capture_output=True, text=True,
+                         timeout=900)
     assert job.returncode == 0, log.read_text()[-5000:]
 
     slurm_id = job.stdout.strip()

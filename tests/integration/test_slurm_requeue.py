@@ -39,7 +39,8 @@ def test_sigusr1_requeues_the_fit_which_resumes_from_its_hpc_checkpoint(slurm_cl
                                                                          toy_task_files, tmp_path):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "eval_harness", "reproduce", "--model", "toy", "--rows", "sft", "--seeds", "0",
-            "--steps", str(STEPS), "--policy", str(tiny_model_dir), "--toy-task", str(Path(toy_task_files["train"]).parent),
+            "--steps", str(STEPS), "--policy", str(tiny_model_dir),
+            "--toy-task", str(Path(toy_task_files["train"]).parent),
             f"--fit-arg=--data.init_args.train_files={toy_task_files['train']}",
             f"--fit-arg=--data.init_args.val_files={toy_task_files['heldout_easy']}",
             "--eval-set", "limit=2", "default_num_samples=1", "--out", str(out), "--submit", "slurm"]

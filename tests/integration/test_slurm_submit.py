@@ -61,11 +61,13 @@ def test_submit_afterok_rerun_and_resubmission(slurm_cluster, toy_task_files, tm
         assert all(line.split(": ")[1].startswith("submitted") for line in lines) and len(lines) == 4
         fit_sft, _, fit_rft, _ = ids
         assert [first[job]["after"] for job in JOBS] == [[], [fit_sft], [fit_sft], [fit_rft]]
-        dependency = subprocess.run(["scontrol", "show", "job", fit_rft], check=True, capture_output=True, text=True).stdout
+        dependency = subprocess.run(["scontrol", "show", "job", fit_rft], check=True, capture_output=True,
+                                    text=True).stdout
         assert f"Dependency=afterok:{fit_sft}" in dependency
         script = Path(first["fit:sft_rft/s0"]["script"]).read_text()
         assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --signal=USR1@90" in script
-        assert "#SBATCH --requeue" in script and f"srun --kill-on-bad-exit=1 {sys.executable} -m prefix_rft_pl" in script
+        assert "#SBATCH --requeue" in script
+        assert f"srun --kill-on-bad-exit=1 {sys.executable} -m prefix_rft_pl" in script
         assert f"--config {ROOT}/configs/toy/prefix_rft.yaml" in script  # absolute paths
 
         lines = submit(out, toy_task_files)  # all four queued: nothing new

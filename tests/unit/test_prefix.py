@@ -152,3 +152,11 @@ def test_selection_is_the_same_for_any_split_of_the_batch():
     assert int(full.sum()) == num_kept(int(prefix.sum()), 0.2)
     threshold = entropy[full].min()
     assert (entropy[prefix & ~full] <= threshold).all()
+
+
+def test_a_demonstration_over_the_budget_is_refused_never_cut():
+    items = [PromptItem("row7", [5], [[9] * 12], ["1"])]
+    with pytest.raises(ValueError, match=r"prompt row7: a demonstration of 12 tokens exceeds model.rollout.max_resp"):
+        build_group_requests(items, 2, 1, [0.5], 10, 0, random.Random(0))
+    requests, _ = build_group_requests(items, 2, 1, [0.5], 12, 0, random.Random(0))  # at the budget: kept whole
+    assert len(requests[1].prefix_ids) == 6

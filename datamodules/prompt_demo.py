@@ -37,7 +37,7 @@ class PromptDemoDataModule(L.LightningDataModule):
         template: str = "qwen_math",
         batch_size: int = 8,
         val_batch_size: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         max_prompt_tokens: int | None = None,
         max_demo_tokens: int | None = None,
         subset: int | float | None = None,
@@ -57,7 +57,7 @@ class PromptDemoDataModule(L.LightningDataModule):
                 plain, toy, or a literal string containing {problem}.
             batch_size: prompts per optimisation step per rank.
             val_batch_size: prompts per validation batch (default: batch_size).
-            seed: seed of shuffling, subsets and epoch reshuffles.
+            seed: seed of shuffling, subsets and epoch reshuffles; null: the module's seed (the CLI's).
             max_prompt_tokens: skip rows whose rendered prompt is longer; None: no limit.
             max_demo_tokens: leave out (never cut) demonstrations longer than this, EOS included,
                 counting each as `demo_too_long`; a training row with none left is skipped
@@ -75,6 +75,8 @@ class PromptDemoDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
+        if seed is None:  # the CLI passes the module's seed (seed_everything's unless set); in Python, 0
+            self.hparams.seed = 0
         self.tokenizer = None
         self.skipped: Counter = Counter()      # training rows skipped, by reason
         self.val_skipped: Counter = Counter()  # held-out rows skipped, by reason
@@ -169,9 +171,6 @@ class PromptDemoDataModule(L.LightningDataModule):
                     self._handed_out.popleft()
                 break
         return batch
-
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        return batch  # token-id lists only; the module builds tensors on its device
 
     def skip_counts(self) -> dict[str, int]:
         """Skipped-row counts so far as flat metric names, for the module to log every step:

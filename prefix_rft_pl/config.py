@@ -160,9 +160,19 @@ class Optim:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping by total norm."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear warm-up from 0 to lr (transformers' schedules); 0: none."""
+    decay: Literal["constant", "linear", "cosine"] = "constant"
+    """After the warm-up: constant (paper), linear to 0, or cosine to min_lr_ratio x lr, over trainer.max_steps."""
+    min_lr_ratio: float = 0.0
+    """The cosine decay's floor as a fraction of lr."""
 
     def __post_init__(self):
         _require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(0 <= self.min_lr_ratio < 1, "optim.min_lr_ratio", f"must be in [0, 1), got {self.min_lr_ratio}")
+        _require(self.min_lr_ratio == 0 or self.decay == "cosine", "optim.min_lr_ratio",
+                 f"applies to optim.decay: cosine only, got decay {self.decay}")
         _require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(self.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
 

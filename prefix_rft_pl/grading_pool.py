@@ -90,7 +90,9 @@ def worker_main(grade_ref: str, memory_mb: int, fd: int) -> None:
     time), then the memory cap is set and "ready" sent.
     """
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle,
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # and so is SIGTERM (the run stops after its step); the
+    # worker still ends with its parent (PR_SET_PDEATHSIG) and on a closed pipe
     logging.disable(logging.WARNING)              # math-verify warns on every call with timeouts off
     module_name, _, function_name = grade_ref.partition(":")
     module = importlib.import_module(module_name)

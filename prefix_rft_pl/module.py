@@ -60,7 +60,7 @@ class PrefixRFTModule(L.LightningModule):
         reward: Reward = Reward(),
         relift: ReLIFT | None = None,
         hints: Hints | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ):
         """
         Args:
@@ -75,11 +75,13 @@ class PrefixRFTModule(L.LightningModule):
             reward: the grader's workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
-            seed: seed of prefix-length and demonstration sampling.
+            seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
+                samples; null: seed_everything's (the CLI resolves it and writes it into run_manifest.json).
         """
         super().__init__()
         self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints)
         # plain data only (variants as {class_path, init_args}): checkpoints load with weights_only
+        seed = 0 if seed is None else seed  # the CLI passes seed_everything's; in Python, 0 unless given
         self.save_hyperparameters({"policy": policy, "seed": seed, **plain(self.settings)})
         self.automatic_optimization = False
         self.prefix_low, self.prefix_high = 0.95, 0.95  # set every step by callbacks.PrefixSchedule
@@ -91,6 +93,8 @@ class PrefixRFTModule(L.LightningModule):
         self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed (all ranks'), waiting for SFT
         self.relift_sft_steps = 0
         self.reference = None  # UFT's frozen reference policy (loss.kl_coef > 0)
+        self._pending_random_states = None  # a checkpoint's, until the first resumed batch
+        self.interrupted = False  # stopped by a signal (RunControl): no export, the run is not finished
 
     # ---------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -138,16 +142,41 @@ class PrefixRFTModule(L.LightningModule):
                                        local_rank=self.local_rank if per_rank else None)
         require_weight_sync(self.trainer, self.engine)
 
+    def configure_callbacks(self):
+        """The callbacks the method needs, so that no config overlay can drop them: RunControl always,
+        the weight sync with the vLLM engine; a missing prefix schedule is refused (it has settings)."""
+        from prefix_rft_pl.prefix_schedule import PrefixSchedule
+        from prefix_rft_pl.run_control import RunControl
+        from prefix_rft_pl.weight_sync import VLLMWeightSync
+
+        present = self.trainer.callbacks
+        needed = [RunControl()]
+        if self.settings.engine.kind == "vllm" and not any(isinstance(c, VLLMWeightSync) for c in present):
+            needed.append(VLLMWeightSync())
+        if (self.trainer.state.fn == "fit" and self.settings.rollout.num_hybrid > 0
+                and not any(isinstance(c, PrefixSchedule) for c in present)):
+            raise ValueError(
+                "model.rollout.num_hybrid > 0 but trainer.callbacks has no callbacks.PrefixSchedule (a config that "
+                "sets trainer.callbacks replaces the list of the configs before it). Add to a list with "
+                "--trainer.callbacks+=callbacks.PrefixSchedule (paper: cosine 0.95 -> 0.05 over the run), or "
+                "list it in the overlay")
+        return needed
+
     def configure_optimizers(self):
-        from prefix_rft_pl.optim import build_optimizer, check_master_weights
+        """The RL optimiser with its learning-rate schedule (stepped once per optimiser step, in the
+        checkpoint), and ReLIFT's SFT optimiser at a constant rate."""
+        from prefix_rft_pl.optim import build_optimizer, build_scheduler, check_master_weights
 
         s = self.settings
         check_master_weights(self.policy.named_parameters(), s.precision.allow_half_precision_weights)
         optimizer = build_optimizer(s.optim.name, self.policy.parameters(), s.optim.lr, s.optim.weight_decay)
+        scheduler = {"scheduler": build_scheduler(optimizer, s.optim.warmup_steps, s.optim.decay, s.optim.min_lr_ratio,
+                                                  self.trainer.max_steps), "interval": "step"}
         if s.relift is None:
-            return optimizer
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         sft_lr = s.optim.lr if s.relift.sft_lr is None else s.relift.sft_lr
-        return [optimizer, build_optimizer(s.optim.name, self.policy.parameters(), sft_lr, s.optim.weight_decay)]
+        sft = build_optimizer(s.optim.name, self.policy.parameters(), sft_lr, s.optim.weight_decay)
+        return [optimizer, sft], [scheduler]
 
     def _optimizer(self, index: int = 0):
         """Lightning's wrapper of optimiser `index` (0: the RL one; 1: ReLIFT's SFT one)."""
@@ -183,10 +212,12 @@ class PrefixRFTModule(L.LightningModule):
         ref_logprobs = forward_logprobs(passes, tb, False, False, self.reference)[0] if s.loss.kl_coef > 0 else None
         update_rows = self._update_rows(token_advantages, tb)
         self.log("train/update_rows", update_rows.float().mean())  # the rest add nothing to the gradient
+        self.log("train/lr", self._optimizer(0).param_groups[0]["lr"])  # of this batch's first optimiser step
         reuse = pass_rows is not None
         with self._timed("update"):                                                            # SPEC 2.7
             loss, grad_norm, current = optimise(passes, self._optimizer(0), tb, None if reuse else old_logprobs,
-                                                token_advantages, is_weights, sft_items, ref_logprobs, update_rows)
+                                                token_advantages, is_weights, sft_items, ref_logprobs, update_rows,
+                                                self.lr_schedulers())
             self._relift(passes, batch, rewards)
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
             old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
@@ -265,7 +296,10 @@ class PrefixRFTModule(L.LightningModule):
 
         check_requests(requests, [batch.items[o].uid for o in owners],
                        model_context(self.policy.config, self.settings.engine.max_model_len))
-        sampling = SamplingConfig(temperature=r.temperature, top_p=r.top_p)
+        from prefix_rft_pl.run_state import sampling_seed
+
+        seed = sampling_seed(self.hparams.seed, self.global_step, self.global_rank)  # vLLM: per-request seeds
+        sampling = SamplingConfig(temperature=r.temperature, top_p=r.top_p, seed=seed)
         live = [q for q in requests if q.max_new_tokens > 0]  # full-demonstration rows generate nothing
         rollouts = iter(self.engine.generate(live, sampling) if live else [])  # same order as `live`
         self.engine.sleep()  # frees accelerator memory for the update (a no-op without sleep mode)
@@ -304,15 +338,32 @@ class PrefixRFTModule(L.LightningModule):
         return truncated_is_weights(old_logprobs, tb.engine_logprobs, tb.generated_mask, self.settings.loss.tis_cap)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from prefix_rft_pl.run_state import capture_random_states
+
         # plain dicts, not PromptItem objects: the checkpoint loads with torch's weights_only
         checkpoint["relift"] = {"buffer": [asdict(item) for item in self.relift_buffer],
                                 "sft_steps": self.relift_sft_steps}
+        # every rank's, gathered: a sharded checkpoint keeps rank 0's copy of what is not a tensor
+        checkpoint["random_states"] = self.ranks().gather_objects([capture_random_states()])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("relift", {})
         self.relift_buffer = [item if isinstance(item, PromptItem) else PromptItem(**item)
                               for item in state.get("buffer", [])]
         self.relift_sft_steps = state.get("sft_steps", 0)
+        self._pending_random_states = checkpoint.get("random_states")  # set when the first resumed batch starts
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """A resumed run takes the random states its checkpoint saved, right before its first batch (what
+        happens in between, engine start-up included, draws nothing the uninterrupted run drew)."""
+        states, self._pending_random_states = self._pending_random_states, None
+        if states is not None:
+            from prefix_rft_pl.run_state import restore_random_states
+
+            if len(states) != self.trainer.world_size:
+                raise ValueError(f"the checkpoint holds the random states of {len(states)} ranks, this run has "
+                                 f"{self.trainer.world_size}: resume on the same number of ranks")
+            restore_random_states(states[self.global_rank])
 
     # ---------------------------------------------------------------- logging
     @contextmanager
@@ -350,6 +401,8 @@ class PrefixRFTModule(L.LightningModule):
         self.log("val/accuracy", sum(result.rewards) / len(batch), batch_size=len(batch), prog_bar=True, sync_dist=True)
 
     def on_train_end(self) -> None:
+        if self.interrupted:
+            return  # not finished: the export marks a finished run
         from prefix_rft_pl.export import export_hf
 
         export_hf(self)

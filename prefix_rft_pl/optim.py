@@ -42,6 +42,20 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, 
     raise ValueError(f"model.optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {name!r}")
 
 
+def build_scheduler(optimizer, warmup_steps: int, decay: str, min_lr_ratio: float, total_steps: int):
+    """The learning-rate schedule of model.optim (transformers' schedules, stepped once per
+    optimiser step): linear warm-up over `warmup_steps`, then constant, linear to 0 or cosine to
+    `min_lr_ratio` x lr at `total_steps` (trainer.max_steps)."""
+    from transformers import get_scheduler
+
+    if decay != "constant" and total_steps < 1:
+        raise ValueError(f"model.optim.decay: {decay} decays over trainer.max_steps, which is not set")
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine_with_min_lr"}[decay]
+    extra = {"min_lr_rate": min_lr_ratio} if decay == "cosine" else None
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max(total_steps, 1),
+                         scheduler_specific_kwargs=extra)
+
+
 HALF_PRECISION = (torch.bfloat16, torch.float16)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 
 from prefix_rft_pl.schedule import SCHEDULES
 
@@ -46,13 +47,20 @@ class PrefixSchedule(L.Callback):
         self.step = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.steps is not None or stage != "fit" or self.kind in FLAT:
+        if stage != "fit" or self.kind in FLAT:
             return
-        if trainer.max_steps is None or trainer.max_steps < 1:
-            raise ValueError("callbacks.PrefixSchedule: steps is null (follow the run) but trainer.max_steps is "
-                             "not set; set trainer.max_steps or the schedule's steps")
         update = pl_module.settings.update
-        self.length = max(1, trainer.max_steps // (update.ppo_epochs * update.mini_batches))
+        run = trainer.max_steps // (update.ppo_epochs * update.mini_batches) if trainer.max_steps > 0 else None
+        if self.steps is None:
+            if run is None:
+                raise ValueError("callbacks.PrefixSchedule: steps is null (follow the run) but trainer.max_steps is "
+                                 "not set; set trainer.max_steps or the schedule's steps")
+            self.length = max(1, run)
+        elif run is not None and self.steps != run:  # set by the user: reported, not changed
+            low_at_end = self.values(run)[0]
+            rank_zero_warn(f"callbacks.PrefixSchedule: steps {self.steps}, but the run has {run} rollout batches "
+                           f"(trainer.max_steps {trainer.max_steps}): low_t ends at {low_at_end:.3f}, not "
+                           f"{self.low_end}. Leave steps unset to follow the run.")
 
     def values(self, step: int) -> tuple[float, float]:
         if self.length is None and self.kind not in FLAT:

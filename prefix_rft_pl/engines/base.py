@@ -25,6 +25,8 @@ class SamplingConfig:
     temperature: float = 1.0  # paper: rollout temperature 1.0
     top_p: float = 1.0
     top_k: int = -1           # -1: disabled
+    seed: int | None = None   # per-request seeds (seed + request index) where the engine takes them (vLLM);
+    # None: the engine's own generator. HFEngine samples from torch's global generator either way.
 
 
 @runtime_checkable

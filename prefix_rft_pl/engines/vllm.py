@@ -182,7 +182,8 @@ class VLLMEngine:  # implements engines.base.RolloutEngine
             copies, n = (request.num_samples, 1) if sampling.temperature == 0 else (1, request.num_samples)
             owners += [i] * copies
             prompts += [TokensPrompt(prompt_token_ids=list(request.prompt_ids) + list(request.prefix_ids))] * copies
-            params += [_sampling_params(SamplingParams, n, request.max_new_tokens, sampling)] * copies
+            seed = None if sampling.seed is None else sampling.seed + i  # per request: independent of the batch
+            params += [_sampling_params(SamplingParams, n, request.max_new_tokens, sampling, seed)] * copies
         outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
         samples: dict[int, list[Rollout]] = {i: [] for i in owners}
         for i, output in zip(owners, outputs):
@@ -283,11 +284,12 @@ def _keep_default_process_group(keep: bool):
         torch.distributed.destroy_process_group = destroy
 
 
-def _sampling_params(cls, n: int, max_tokens: int, sampling: SamplingConfig):
+def _sampling_params(cls, n: int, max_tokens: int, sampling: SamplingConfig, seed: int | None = None):
     """vLLM `SamplingParams` (passed in as `cls`, vllm is imported lazily) for one request."""
     return cls(
         n=n,
         max_tokens=max_tokens,
+        seed=seed,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k,

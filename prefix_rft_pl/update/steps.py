@@ -21,11 +21,12 @@ from prefix_rft_pl.update.rows import mini_batch_prompts
 
 
 def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
-             is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor):
+             is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor, scheduler=None):
     """The optimiser steps on rows `update_rows` ([N] bool; the others have no gradient). Without
     `old_logprobs` (one step per batch), the forward's own, detached. `items`: the targets of the
-    demonstration CE (loss.demo_sft_coef). Returns the loss, the grad norm and the last
-    mini-batch's detached log-probs and entropies ([N, T], NaN off its rows)."""
+    demonstration CE (loss.demo_sft_coef); `scheduler`: the learning-rate schedule, stepped after
+    every optimiser step. Returns the loss, the grad norm and the last mini-batch's detached
+    log-probs and entropies ([N, T], NaN off its rows)."""
     s = passes.settings
     n = len(tb.response_ids)
     total, grad_norm = torch.zeros(()), torch.zeros(())
@@ -39,6 +40,8 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
                 total = total + demo_sft_backward(passes, items[mini_batch_prompts(rows, s.rollout.group_size)],
                                                   s.loss.demo_sft_coef)
             grad_norm = optimizer_step(passes.model, optimizer, s.optim.max_grad_norm)
+            if scheduler is not None:
+                scheduler.step()
     if hasattr(grad_norm, "full_tensor"):
         grad_norm = grad_norm.full_tensor()
     return total, grad_norm.detach().cpu(), current

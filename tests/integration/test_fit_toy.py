@@ -62,7 +62,7 @@ def test_fit_toy_config_checkpoints_export_and_manifest(tmp_path, tiny_model_dir
     fit(tmp_path, tiny_model_dir, toy_task_files, steps=2)
     assert len(RecordRewards.seen) == 2  # the user callback ran every step
 
-    run = tmp_path / "run" / "version_0"
+    run = tmp_path / "run"
     rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
     logged = {k for row in rows for k, v in row.items() if v}
     for key in ["reward/ordinary", "reward/hybrid", "rollout/prefix_ratio", "train/low_t", "train/high_t",
@@ -83,8 +83,8 @@ def test_fit_toy_config_checkpoints_export_and_manifest(tmp_path, tiny_model_dir
     AutoTokenizer.from_pretrained(str(export))
     trained = dict(model.named_parameters())
 
-    ckpts = sorted((tmp_path / "ckpt").glob("*.ckpt"))
-    assert len(ckpts) == 2
+    ckpts = sorted((tmp_path / "ckpt").glob("epoch=*.ckpt"))  # and last.ckpt, the finished run's
+    assert len(ckpts) == 2 and (tmp_path / "ckpt" / "last.ckpt").is_file()
     state = torch.load(ckpts[-1], weights_only=False, map_location="cpu")
     assert state["global_step"] == 2 and state["hyper_parameters"]["policy"] == str(tiny_model_dir)
     torch.testing.assert_close(state["state_dict"]["policy.model.embed_tokens.weight"],
@@ -99,6 +99,6 @@ def test_resume_continues_the_schedule(tmp_path, tiny_model_dir, toy_task_files)
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     fit(resumed, tiny_model_dir, toy_task_files, steps=2, extra=["--ckpt_path", str(ckpt)])
-    rows = list(__import__("csv").DictReader((resumed / "run" / "version_0" / "metrics.csv").open()))
+    rows = list(__import__("csv").DictReader((resumed / "run" / "metrics.csv").open()))
     lows = [float(r["train/low_t"]) for r in rows if r.get("train/low_t")]
     assert lows == [pytest.approx(0.5)]  # cosine over 2 steps at step 1: the midpoint, not step 0 (0.95)

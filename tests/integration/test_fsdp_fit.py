@@ -61,7 +61,7 @@ def fit(run_dir: Path, tiny_model_dir, toy_task_files, steps: int, rows=(), extr
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return run_dir / "run" / "version_0"
+    return run_dir / "run"
 
 
 def metric(log_dir: Path, key: str) -> list[float]:

@@ -121,7 +121,7 @@ def fit(name: str, run_dir: Path, policy: Path, data: Path, steps: int, rows=(),
         pytest.fail(f"{name} {rows}: no exit in {TIMEOUT_S} s\n{log[-6000:]}")
     (run_dir / "log.txt").write_text(log)
     assert proc.returncode == 0, f"{name} {rows}:\n{log[-10000:]}"
-    return run_dir / "run" / "version_0"
+    return run_dir / "run"
 
 
 def metric(log_dir: Path, key: str) -> list[float]:

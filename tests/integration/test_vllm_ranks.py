@@ -129,7 +129,7 @@ def test_every_rank_runs_its_own_engine_in_sync_and_exits_cleanly(tmp_path, tiny
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]
     assert "Invalid process group" not in result.stderr
     assert leftover_processes(session) == []
-    log_dir = tmp_path / "run" / "version_0"
+    log_dir = tmp_path / "run"
     assert max(metric(log_dir, "train/grad_norm")) > 0  # the policy moved, so a stale engine would show
     # the exact weight check ran before every step's update, on both ranks (it raises on a mismatch on any)
     assert metric(log_dir, "rollout/weights_verified") == [17.0] * 3  # see test_vllm_fingerprint.py

@@ -172,6 +172,9 @@ class PromptDemoDataModule(L.LightningDataModule):
                 break
         return batch
 
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        return batch  # token-id lists only (frozen records): the module builds tensors on its device
+
     def skip_counts(self) -> dict[str, int]:
         """Skipped-row counts so far as flat metric names, for the module to log every step:
         `data/skipped` (rows, all reasons, present from the first step on) and

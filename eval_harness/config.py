@@ -78,10 +78,19 @@ class EvalConfig:
 
     def protocol(self) -> dict:
         """The fields that determine the numbers: a resumed run must match them."""
-        keys = ("num_samples", "default_num_samples", "temperature", "top_p", "top_k", "max_new_tokens",
-                "template", "seed", "chunk_size", "ckpt", "limit")
-        fields = {k: v for k, v in asdict(self).items() if k in keys}
-        return {**fields, "engine": self.engine.kind, "dtype": self.engine.dtype}
+        return protocol_of(asdict(self))
+
+
+def protocol_of(config: dict) -> dict:
+    """The protocol of an EvalConfig given as a dict (as results.json stores it): the fields that
+    determine the numbers, the engine as its kind and dtype."""
+    keys = ("num_samples", "default_num_samples", "temperature", "top_p", "top_k", "max_new_tokens",
+            "template", "seed", "chunk_size", "ckpt", "limit")
+    engine = config.get("engine") or {}
+    if not isinstance(engine, dict):  # already a protocol (or a results.json from before the engine group)
+        engine = {"kind": engine, "dtype": config.get("dtype")}
+    fields = {k: v for k, v in config.items() if k in keys}
+    return {**fields, "engine": engine.get("kind"), "dtype": engine.get("dtype")}
 
 
 # The flat engine options before the engine group, and their new names.

@@ -11,6 +11,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval_harness.config import protocol_of
+
 
 @dataclass
 class Job:
@@ -42,7 +44,8 @@ class Job:
             config, benchmarks = saved["config"], saved["benchmarks"]
         except (ValueError, KeyError):  # a results.json cut short
             return None
-        return benchmarks if all(config.get(k) == v for k, v in (self.protocol or {}).items()) else None
+        saved_protocol = protocol_of(config)
+        return benchmarks if all(saved_protocol.get(k) == v for k, v in (self.protocol or {}).items()) else None
 
 
 def selection_score(job: Job) -> float | None:

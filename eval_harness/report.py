@@ -100,8 +100,9 @@ def markdown_table(results: dict) -> str:
         avg += f" {ref:.1f} |" if ref is not None else " - |"
     lines.append(avg)
     cfg = results["config"]
+    engine = cfg["engine"].get("kind") if isinstance(cfg["engine"], dict) else cfg["engine"]
     notes = [f"\nModel: `{cfg['ckpt']}`; temperature {cfg['temperature']}, top_p {cfg['top_p']}, "
-             f"max_new_tokens {cfg['max_new_tokens']}, template {cfg['template']}, engine {cfg['engine']}, "
+             f"max_new_tokens {cfg['max_new_tokens']}, template {cfg['template']}, engine {engine}, "
              f"seed {cfg['seed']}."]
     if paper:
         missing = [b for b in PAPER_BENCHMARKS if b not in results["benchmarks"]]

@@ -9,11 +9,10 @@ its own pre-emption handling would compete with Lightning's; and a script on dis
 A fit: `--nodes=N --ntasks-per-node=<its devices / N>` (`--gpus-per-node` on GPUs) and its
 command under `srun`, one task per device, so Lightning's SLURMEnvironment takes the ranks.
 Pre-emption: `--signal=USR1@90` sends SIGUSR1 to every task 90 s before the time limit (or
-`scancel --signal=USR1`); Lightning's handler (SLURMEnvironment(auto_requeue=True), its default
-under srun) saves `<run>/hpc_ckpt_<n>.ckpt` and calls `scontrol requeue`, which `--requeue`
-allows. Lightning 2.6 resumes from an hpc checkpoint only when `ckpt_path` is None, and the
-plan says `--ckpt_path last`: the script passes the newest hpc checkpoint instead when it is
-newer than every `last*.ckpt` of the run. `--open-mode=append`: the log keeps every attempt.
+`scancel --signal=USR1`); the run (prefix_rft_pl/run_control.py, in place of Lightning's own
+handler, which saves in the middle of a step) finishes its step, saves `last.ckpt`, and rank 0
+calls `scontrol requeue`, which `--requeue` allows; the requeued script's `--ckpt_path last`
+resumes exactly there. `--open-mode=append`: the log keeps every attempt.
 An evaluation: one node, `--ntasks=<its devices>`; its command runs once, in the batch script,
 and starts its data-parallel shards as the tasks of one srun step (eval_harness/launcher.py).
 
@@ -38,7 +37,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval_harness.jobs import Job, fit_root, job_log
+from eval_harness.jobs import Job, job_log
 
 # SLURM job states (squeue %T) of a job that has not ended, or will run again
 ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
@@ -137,17 +136,6 @@ def absolute_argv(argv: list[str], workdir: Path) -> list[str]:
     return [fix(token) for token in argv]
 
 
-def resume_lines(root: Path) -> list[str]:
-    """Bash setting `resume` to `--ckpt_path <newest hpc checkpoint>` when Lightning left one
-    (pre-emption) newer than any last*.ckpt under the fit's root; empty otherwise."""
-    folder = shlex.quote(str(root))
-    return ["resume=()",
-            f"hpc=$(ls -t {folder}/hpc_ckpt_*.ckpt 2>/dev/null | head -n 1 || true)",
-            f'if [ -n "$hpc" ] && [ -z "$(find {folder} -name \'last*.ckpt\' -newer "$hpc" -print -quit)" ]; then',
-            '    resume=(--ckpt_path "$hpc")  # saved by Lightning on SIGUSR1 before it requeued this job',
-            "fi"]
-
-
 def script(job: Job, opts: SlurmOptions) -> str:
     """The batch script of one job: its #SBATCH lines, then its command with absolute paths."""
     workdir = Path(opts.workdir)
@@ -157,8 +145,7 @@ def script(job: Job, opts: SlurmOptions) -> str:
              "set -euo pipefail", f"cd {shlex.quote(str(workdir))}",
              'echo "== $(date -Is) SLURM job $SLURM_JOB_ID, restart ${SLURM_RESTART_COUNT:-0}, on $(hostname)"']
     if job.kind == "fit":
-        lines += [*resume_lines(absolute_path(fit_root(job), opts)),
-                  f'srun --kill-on-bad-exit=1 {command} "${{resume[@]}}"']
+        lines.append(f"srun --kill-on-bad-exit=1 {command}")  # its --ckpt_path last resumes a requeued run
     else:
         lines.append(command)
     return "\n".join(lines) + "\n"

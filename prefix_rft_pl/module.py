@@ -170,8 +170,9 @@ class PrefixRFTModule(L.LightningModule):
         s = self.settings
         check_master_weights(self.policy.named_parameters(), s.precision.allow_half_precision_weights)
         optimizer = build_optimizer(s.optim.name, self.policy.parameters(), s.optim.lr, s.optim.weight_decay)
+        total = self.trainer.max_steps if self._trainer is not None else -1
         scheduler = {"scheduler": build_scheduler(optimizer, s.optim.warmup_steps, s.optim.decay, s.optim.min_lr_ratio,
-                                                  self.trainer.max_steps), "interval": "step"}
+                                                  total), "interval": "step"}
         if s.relift is None:
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         sft_lr = s.optim.lr if s.relift.sft_lr is None else s.relift.sft_lr

@@ -87,8 +87,6 @@ class RunControl(L.Callback):
         if trainer.is_global_zero:
             print(f"stopped at step {trainer.global_step}: saved {path}; run the same command again to resume",
                   flush=True)
-            if self.received == signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ:
-                subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
 
     def _print_step(self, trainer: L.Trainer) -> None:
         every = max(trainer.log_every_n_steps, 1)
@@ -104,6 +102,10 @@ class RunControl(L.Callback):
 
     # ---------------------------------------------------------------- end
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        preempted = self.received == signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ
+        if trainer.is_global_zero and preempted and pl_module.interrupted:  # after every checkpoint write
+            print(f"requeueing SLURM job {os.environ['SLURM_JOB_ID']}", flush=True)
+            subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
         if trainer.is_global_zero and not self._clock:  # no training batch in this launch
             print(f"run directory: {self._run_dir} (at step {trainer.global_step} of {trainer.max_steps}: nothing "
                   "left to train)", flush=True)

@@ -100,8 +100,11 @@ def _fit_one_step(model_dir, precision: str, settings=None):
 
     module = build_module(str(model_dir), {"reward": {"workers": 1}}, settings or {})
     module.engine = LiveWeights()  # never used: no training batch runs
+    from callbacks import PrefixSchedule
+
     trainer = L.Trainer(max_steps=1, limit_train_batches=0, accelerator="cpu", precision=precision, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[PrefixSchedule(kind="constant")])
     trainer.fit(module, torch.utils.data.DataLoader([0]))
     return trainer.optimizers[0]
 

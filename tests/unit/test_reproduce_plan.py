@@ -184,3 +184,18 @@ def test_the_cli_prints_the_plan(tmp_path, capsys):
     assert "[fit] prefix_rft/s0  devices=8  steps=500  after=-" in out
     assert f"python -m eval_harness run --config {tmp_path}/prefix_rft/s0/eval.yaml" in out
     assert sys.executable not in out  # commands a scheduler can run elsewhere
+
+
+def test_an_evaluation_is_done_when_its_results_json_has_the_protocol(tmp_path):
+    # results.json stores the whole config (the engine as a group): the job's protocol must match it
+    from dataclasses import asdict
+
+    from eval_harness.config import EvalConfig
+    from prefix_rft_pl.config import Engine
+
+    cfg = EvalConfig(ckpt="m", benchmarks=["aime24"], engine=Engine(kind="hf", device="cpu"), limit=2)
+    marker = tmp_path / "results.json"
+    marker.write_text(json.dumps({"config": asdict(cfg), "benchmarks": {"aime24": {"score": 0.5}}}))
+    assert Job("eval", "e", [], 1, marker, protocol=cfg.protocol()).done()
+    other = EvalConfig(ckpt="m", benchmarks=["aime24"], engine=Engine(kind="vllm"), limit=2)
+    assert not Job("eval", "e", [], 1, marker, protocol=other.protocol()).done()

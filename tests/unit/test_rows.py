@@ -144,12 +144,13 @@ def test_relift_buffer_newest_first_and_leaves_a_batch():
 def test_relift_has_its_own_optimiser(tiny_model_dir):
     module = build_module(str(tiny_model_dir), {"relift": {"sft_lr": 3e-5}, "optim": {"lr": 1e-4}})
     module.configure_model()
-    rl, sft = module.configure_optimizers()
+    (rl, sft), schedules = module.configure_optimizers()  # the learning-rate schedule is the RL one's only
     assert rl is not sft and rl.param_groups[0]["lr"] == 1e-4 and sft.param_groups[0]["lr"] == 3e-5
     assert {id(p) for p in rl.param_groups[0]["params"]} == {id(p) for p in sft.param_groups[0]["params"]}
+    assert len(schedules) == 1 and schedules[0]["scheduler"].optimizer is rl
     plain = build_module(str(tiny_model_dir))
     plain.configure_model()
-    assert isinstance(plain.configure_optimizers(), torch.optim.Optimizer)  # one optimiser without ReLIFT
+    assert isinstance(plain.configure_optimizers()["optimizer"], torch.optim.Optimizer)  # one without ReLIFT
 
 
 # ---------------------------------------------------------------- UFT (liumy2010/UFT verl/utils/dataset/rl_dataset.py)

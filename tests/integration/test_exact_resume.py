@@ -65,7 +65,10 @@ def launch(cmd: list[str], stop_at: int | None = None, how: int = signal.SIGKILL
     for line in proc.stdout:
         lines.append(line)
         if stop_at is not None and line.startswith(f"step {stop_at}/"):
-            time.sleep(random.uniform(0.0, 0.3))  # somewhere in the next step (or its checkpoint)
+            # the line is printed as step `stop_at` + 1 starts: the signal lands in that step's rollout.
+            # (A SIGKILL in the instant between a step's checkpoint and its metrics flush, which
+            # Lightning does after the checkpoint callbacks, loses that step's metrics row, not its state.)
+            time.sleep(random.uniform(0.0, 0.05))
             os.killpg(proc.pid, how)
             stop_at = None
         if time.time() > deadline:

@@ -326,7 +326,7 @@ def submit(req: Request, options, wait: bool = False) -> dict | None:
             break
         slurm.wait_for(running)
     if all(j.done() for j in jobs) and not notes:
-        return write_table(req, jobs)
+        return write_table(req, jobs, MODELS[req.model], ROWS)
     failed = [a.job.id for a in actions if a.what in ("failed", "blocked")]
     if wait or failed:
         raise RuntimeError(f"{len(failed)} jobs failed or wait for one that failed: {failed}; not planned yet: "

@@ -74,9 +74,8 @@ class PromptDemoDataModule(L.LightningDataModule):
         resolve_layout(layout)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.save_hyperparameters()
-        if seed is None:  # the CLI passes the module's seed (seed_everything's unless set); in Python, 0
-            self.hparams.seed = 0
+        seed = 0 if seed is None else seed  # the CLI passes the module's (seed_everything's unless set); else 0
+        self.save_hyperparameters()  # reads the arguments from this frame: the resolved seed
         self.tokenizer = None
         self.skipped: Counter = Counter()      # training rows skipped, by reason
         self.val_skipped: Counter = Counter()  # held-out rows skipped, by reason

@@ -183,14 +183,15 @@ class PrefixRFTCLI(LightningCLI):
             fit["ckpt_path"] = "last"  # launching the same command again continues the same run
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.config.subcommand]
+        subcommand = self.config.get("subcommand")  # None with run=False: the config is the fit's
+        config = self.config[subcommand] if subcommand else self.config
         seed = config.get("seed_everything")
         if config.model.get("seed") is None:  # one seed: seed_everything decides every seed not set
             config.model.seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         data = (config.get("data") or {}).get("init_args")
         if data is not None and "seed" in data and data.get("seed") is None:
             data["seed"] = config.model.seed
-        if self.config.subcommand == "fit":
+        if subcommand in ("fit", None):
             keep_earlier_metrics(pin_logger_versions(config.trainer))
 
 

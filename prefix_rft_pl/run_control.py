@@ -8,7 +8,8 @@
   `last.ckpt` where `--ckpt_path last` finds it, and stop; under SLURM rank 0 then requeues the
   job. The relaunched command resumes exactly there. A second Ctrl-C stops at once.
 - A run so stopped writes no HF export (the module checks `interrupted`): the export marks a
-  finished run. A finished run saves `last.ckpt` too, so that a longer max_steps extends it.
+  finished run. A finished run saves `last.ckpt` too (unless checkpointing is off), so that a
+  longer max_steps extends it.
 - Every `log_every_n_steps` steps, one line: `step 30/500  reward 0.41  loss ...  1.3 s/step`,
   printed when the next step starts (the step's checkpoint and metrics are written by then).
 """
@@ -131,7 +132,9 @@ class RunControl(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print_step(trainer)
-        if self.received is None and not saves_last(trainer):  # a finished run's final state: it can be extended
+        # a finished run's final state, so that a longer max_steps extends it; not where checkpointing is off
+        # (enable_checkpointing=False: nothing written into the working folder)
+        if self.received is None and trainer.checkpoint_callback is not None and not saves_last(trainer):
             save_last(trainer)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

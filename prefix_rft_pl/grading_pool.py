@@ -8,6 +8,9 @@ the bound itself (C code), and a fresh worker takes its place. Either way the ta
 as a timeout. Each worker caps its address space (RLIMIT_AS) once warm, so an answer
 that would exhaust memory raises MemoryError there (an error), never in the trainer.
 
+The same pool runs user reward components (prefix_rft_pl/reward_components.py: `run` returns
+each task's value, `grade` a verdict); their module is imported before a worker is ready.
+
 A worker that dies or hangs before it is ready is not respawned in a loop: it is dropped,
 and when no worker is left the pool raises `GradingWorkerError` with the worker's exit
 code and the end of its stderr, within the start-up bound.

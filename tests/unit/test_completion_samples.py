@@ -42,8 +42,8 @@ def test_writes_the_first_samples_every_n_steps(tmp_path):
     got = lines(tmp_path)
     assert [line["step"] for line in got] == [2, 2, 4, 4]
     assert got[1] == {"step": 2, "uid": "a", "prompt": "prompt 1 2", "prefix_len": 5, "completion": "y",
-                      "rewards": {"accuracy": 0.0, "format": 0.0}, "statuses": {"accuracy": "no_answer", "format": "ok"},
-                      "reward": 0.0, "advantage": -0.75}
+                      "rewards": {"accuracy": 0.0, "format": 0.0},
+                      "statuses": {"accuracy": "no_answer", "format": "ok"}, "reward": 0.0, "advantage": -0.75}
 
 
 def test_several_optimiser_steps_per_batch_write_when_a_multiple_is_passed(tmp_path):

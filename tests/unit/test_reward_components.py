@@ -142,3 +142,22 @@ def test_rows_extra_columns_reach_the_prompt_item():
     openr1 = {"prompt": [{"role": "user", "content": "q"}], "target": [{"role": "assistant", "content": "d"}],
               "reward_model": {"ground_truth": "2", "style": "rule"}, "data_source": "x"}
     assert parse_row(openr1, PRESETS["openr1"], "0", True).extra == {"data_source": "x"}  # roles' columns left out
+
+
+def test_the_readmes_format_reward_example_runs(tmp_path, monkeypatch, tiny_model_dir, reward_of):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from tests.helpers import build_module
+
+    readme = Path("README.md").read_text()
+    code, config = re.search(r"```python\n(\s*# my_rewards.py.*?)```\s*```yaml\n(.*?)```", readme, re.S).groups()
+    (tmp_path / "my_rewards.py").write_text("\n".join(line[2:] for line in code.splitlines()))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the workers get this process's import path
+    model = yaml.safe_load("\n".join(line[2:] for line in config.splitlines()))["model"]
+    reward = build_module(str(tiny_model_dir), model).settings.reward
+    scored = reward_of(*reward.component_objects)([RIGHT, "\\boxed{4} \\boxed{4}", NO_BOX], [["4"]] * 3)
+    assert scored.components["format"].values == [1.0, 0.0, 0.0]
+    assert scored.total == pytest.approx([1.1, 1.0, 0.0])

@@ -1,4 +1,4 @@
-"""Jobs of the reproduction harness: one command each (a fit or an evaluation), a marker file
+"""Jobs of the reproduction harness: one command each (a model's preparation, a fit or an evaluation), a marker file
 that says it is done, and the jobs it needs first; run in dependency order, a few at a time."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from eval_harness.config import protocol_of
 
 @dataclass
 class Job:
-    kind: str                  # "fit" or "eval"
-    name: str                  # "<row>/<run>" (+ "/select" for a grid's selection evaluation)
+    kind: str                  # "prepare", "fit" or "eval"
+    name: str                  # "<row>/<run>" (+ "/select" for a grid's selection evaluation); a preparation's copy
     argv: list[str]            # argv[0] is "python"
     devices: int
     marker: Path               # exists once the job is done
@@ -60,8 +60,10 @@ def fit_root(job: Job) -> Path:
 
 
 def job_log(job: Job) -> Path:
-    """Beside the run's files: <run>/fit.log, <run>/eval.log, <run>/eval_select.log."""
-    return fit_root(job) / "fit.log" if job.kind == "fit" else job.marker.parent.with_suffix(".log")
+    """Beside the run's files: <run>/fit.log, <run>/eval.log, <run>/eval_select.log; a preparation's
+    beside its folder (<out>/models/<copy>.log)."""
+    folder = job.marker.parent
+    return fit_root(job) / "fit.log" if job.kind == "fit" else folder.parent / f"{folder.name}.log"
 
 
 def describe(jobs: list[Job], notes: list[str]) -> str:

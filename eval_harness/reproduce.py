@@ -8,9 +8,13 @@ with the eval harness under the model's protocol (`MODELS`), and assemble `table
 beside them where the paper has them.
 
 Work is a list of jobs (a fit or an evaluation, each one command), computed from the arguments
-and what is on disk (`plan`), and run in dependency order (`execute`):
-- a job whose marker exists is not run again: a fit's `train/hf_export/export_complete.json`
-  (written after the export), an evaluation's `results.json` of the same protocol;
+and what is on disk (`plan`), and run in dependency order (`execute`). Qwen2.5-Math's plans
+start with a preparation job: the context-extended copy of the base model
+(prefix_rft_pl/extend_context.py; 16,384 positions, as LUFFY's), written once in
+`<out>/models/` and used by every fit from the base model and by the base's evaluation.
+- a job whose marker exists is not run again: a preparation's `prepared.json`, a fit's
+  `train/hf_export/export_complete.json` (written after the export), an evaluation's
+  `results.json` of the same protocol;
 - an interrupted fit starts again with `--ckpt_path last` (Lightning resumes from the run's
   last checkpoint if it has one), an interrupted evaluation resumes from its samples on disk;
 - every file a command reads is written before the command runs; a run directory planned with
@@ -41,6 +45,7 @@ import yaml
 from eval_harness.config import MOVED_OPTIONS, PAPER_BENCHMARKS, EvalConfig
 from eval_harness.jobs import Job, describe, execute, selection_score
 from prefix_rft_pl.export import EXPORT_MARKER
+from prefix_rft_pl.extend_context import LUFFY_CONTEXT, MARKER, ContextExtension
 
 ROWS = ["base", "sft", "rft", "sft_rft", "rl_sft_loss", "luffy", "relift", "uft", "prefix_rft"]
 ROW_FILES = {"sft_rft": "rft", "prefix_rft": None, "base": None}  # else configs/rows/<row>.yaml
@@ -59,6 +64,7 @@ class ModelSpec:
     sft_learning_rate: float | None = None  # SFT row's rate over this config (None: the row file's)
     select_on: tuple[str, ...] = ()   # benchmarks that choose a learning rate from a grid
     eval_devices: int = 1
+    context: ContextExtension | None = None  # the context-extended copy every fit and evaluation uses
 
 
 PAPER_EVAL = {"data_parallel_size": 8}  # one vLLM engine per GPU of a node
@@ -66,10 +72,13 @@ PAPER_EVAL = {"data_parallel_size": 8}  # one vLLM engine per GPU of a node
 # it trains 3 epochs, here the RL rows' budget of steps).
 LUFFY_SFT_LR = 5e-5
 MODELS = {
+    # Qwen2.5-Math ships 4,096 positions: prompt + 8,192 new tokens need LUFFY's 16k copy
     "qwen2.5-math-7b": ModelSpec("configs/qwen2.5-math-7b/prefix_rft.yaml", PAPER_EVAL, tuple(PAPER_BENCHMARKS),
-                                 tuple(PAPER_BENCHMARKS), "qwen2.5-math-7b", LUFFY_SFT_LR, eval_devices=8),
+                                 tuple(PAPER_BENCHMARKS), "qwen2.5-math-7b", LUFFY_SFT_LR, eval_devices=8,
+                                 context=LUFFY_CONTEXT),
     "qwen2.5-math-1.5b": ModelSpec("configs/qwen2.5-math-1.5b/prefix_rft.yaml", PAPER_EVAL, tuple(PAPER_BENCHMARKS),
-                                   tuple(PAPER_BENCHMARKS), "qwen2.5-math-1.5b", LUFFY_SFT_LR, eval_devices=8),
+                                   tuple(PAPER_BENCHMARKS), "qwen2.5-math-1.5b", LUFFY_SFT_LR, eval_devices=8,
+                                   context=LUFFY_CONTEXT),
     "llama-3.1-8b": ModelSpec("configs/llama-3.1-8b/prefix_rft.yaml", {**PAPER_EVAL, "max_new_tokens": 2048},
                               tuple(PAPER_BENCHMARKS), tuple(PAPER_BENCHMARKS), None, LUFFY_SFT_LR, eval_devices=8),
     # the toy: 8 samples per problem at T = 0.6 on every split, HF generation, 40 new tokens
@@ -204,6 +213,16 @@ def fit_job(req: Request, spec: ModelSpec, base: dict, row: str, seed: int, lr: 
     return job, export
 
 
+def prepare_job(req: Request, context: ContextExtension, source: str) -> Job:
+    """The context-extended copy of the base model (prefix_rft_pl/extend_context.py), written once
+    in <out>/models/ and used by every fit from the base model and by the base's evaluation."""
+    name = f"{req.model}-ctx{context.max_position_embeddings}"
+    folder = req.out / "models" / name
+    argv = ["python", "-m", "prefix_rft_pl.extend_context", source, str(folder), "--max-position-embeddings",
+            str(context.max_position_embeddings), "--rope-theta", f"{context.rope_theta:g}"]
+    return Job("prepare", name, argv, 0, folder / MARKER)
+
+
 def choose_lr(scores: dict[float, list[float | None]], grid: list[float]) -> float | None:
     """The grid value with the best mean selection score over seeds (the first on ties); None
     until every (value, seed) is scored."""
@@ -222,21 +241,29 @@ def plan(req: Request) -> tuple[list[Job], list[str]]:
     spec = MODELS[req.model]
     base = read_yaml(spec.config)
     base_policy = req.policy or base["model"]["policy"]
+    jobs: list[Job] = []
+    prepared: list[str] = []  # what every fit of the base policy and the base's evaluation wait for
+    if spec.context is not None and req.policy is None:
+        prepare = prepare_job(req, spec.context, base_policy)
+        jobs.append(prepare)
+        prepared = [prepare.id]
+        base_policy = str(prepare.marker.parent)
     grid = req.lrs if req.lrs and len(req.lrs) > 1 else None
     lrs = req.lrs or [None]
     reported = benchmark_specs(req, spec.reported)
     select = benchmark_specs(req, spec.select_on)
     if grid and not select:
         raise ValueError(f"--lrs with several values needs a selection split; {req.model} has none")
-    jobs: list[Job] = []
     notes: list[str] = []
     selections: dict[str, dict[tuple, Job]] = {}  # row -> (lr, seed) -> selection evaluation
     sft_fits: dict[tuple, Job] = {}  # (seed, lr) -> SFT fit: SFT+RFT starts from its export
     if "base" in req.rows:
-        jobs.append(eval_job(req, spec, base, "base", base_policy, req.out / "base" / "eval", reported, []))
+        jobs.append(eval_job(req, spec, base, "base", base_policy, req.out / "base" / "eval", reported, prepared))
         jobs[-1].meta = {"row": "base", "seed": None, "lr": None}
 
     def trained(row: str, seed: int, lr, policy=None, sft_lr=None, after=None) -> Job:
+        if policy is None and prepared:  # from the prepared copy of the base model
+            policy, after = base_policy, [*prepared, *(after or [])]
         fit, export = fit_job(req, spec, base, row, seed, lr, policy, sft_lr, after)
         run = export.parent.parent
         jobs.append(fit)

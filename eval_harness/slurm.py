@@ -162,6 +162,7 @@ def write_scripts(jobs: list[Job], folder: Path, opts: SlurmOptions) -> Path:
     for i, job in enumerate(ordered(jobs)):
         path = folder / f"{job_name(job)}.sbatch"
         path.write_text(script(job, opts))
+        job_log(job).parent.mkdir(parents=True, exist_ok=True)  # its --output's folder, for a submission by hand
         if job.id in done:
             continue
         variables[job.id] = f"j{i}"
@@ -271,6 +272,7 @@ def submit(jobs: list[Job], out: Path, opts: SlurmOptions, refuse: Container[str
             path = out / "slurm" / f"{job_name(job)}.sbatch"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(script(job, opts))
+            job_log(job).parent.mkdir(parents=True, exist_ok=True)  # SLURM fails a job whose --output it cannot open
             after = [ids[a] for a in job.after if a in ids]
             ids[job.id] = sbatch(path, after)
             actions.append(Action(job, "submitted", ids[job.id], seen, after))

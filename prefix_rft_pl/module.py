@@ -135,14 +135,12 @@ class PrefixRFTModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         from prefix_rft_pl.engines.build import build_engine
-        from prefix_rft_pl.weight_sync import require_weight_sync
 
         if self.engine is None:  # one engine per rank, built by all ranks here (vLLM: a collective)
             per_rank = self.trainer.world_size > 1
             self.engine = build_engine(self.settings.engine, self.hparams.policy, self.tokenizer, self.policy,
                                        rank=self.global_rank if per_rank else None,
                                        local_rank=self.local_rank if per_rank else None)
-        require_weight_sync(self.trainer, self.engine)
 
     def configure_callbacks(self):
         """The callbacks the method needs, so that no config overlay can drop them: RunControl always,

@@ -1,6 +1,8 @@
 """How a run says where it is and how it stops: the module requires this callback.
 
 - At the start it prints the run directory and whether it starts or resumes (and from what).
+  A new run (`--ckpt_path null`) into a folder that already holds checkpoints is refused: they
+  would be overwritten step by step and mixed with the new run's.
 - SIGTERM, SIGINT (Ctrl-C) and, under SLURM, the pre-emption signal (SIGUSR1) do not stop the
   step in flight: the ranks agree at the step's end (one tiny collective per step), save
   `last.ckpt` where `--ckpt_path last` finds it, and stop; under SLURM rank 0 then requeues the
@@ -42,6 +44,22 @@ def save_last(trainer: L.Trainer) -> Path:
     return path
 
 
+def refuse_new_run_over_checkpoints(trainer: L.Trainer) -> None:
+    """A fit that resumes nothing (`ckpt_path` None: `--ckpt_path null`, or a first launch) into a
+    checkpoint folder that already holds checkpoints is refused, before any step: the earlier run's
+    checkpoints would be overwritten one by one and mixed with the new run's. (`--ckpt_path last`
+    finds them, so only an explicit new run gets here with checkpoints present.)"""
+    folder = last_checkpoint_path(trainer).parent
+    if trainer.ckpt_path is not None or not folder.is_dir():
+        return
+    found = sorted(p.name for p in folder.glob("*.ckpt"))
+    if found:
+        raise FileExistsError(
+            f"{folder} already holds checkpoints of a run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}) "
+            "and this fit resumes none of them (--ckpt_path null). To continue that run: --ckpt_path last (the "
+            "default); for a new run: another --trainer.default_root_dir (or checkpoint dirpath), or delete the folder")
+
+
 class RunControl(L.Callback):
     def __init__(self):
         self.received: int | None = None
@@ -52,6 +70,7 @@ class RunControl(L.Callback):
     # ---------------------------------------------------------------- start
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run_dir = trainer.log_dir or trainer.default_root_dir  # a collective under several ranks: every rank
+        refuse_new_run_over_checkpoints(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:  # after the checkpoint's restore, whatever the strategy

@@ -19,8 +19,9 @@ rollout batch: the engine's weights as it sampled them against the trainer's, ex
 An engine that samples from the live policy (`holds_weights` False: HFEngine) has nothing
 to push and is left alone.
 
-The module requires this callback when its engine holds weights (`require_weight_sync`);
-it lives in the core for that reason, and `callbacks` exports it for configs.
+The module adds this callback itself when its engine is vLLM (`configure_callbacks`), so a
+config overlay that replaces `trainer.callbacks` cannot lose it; it lives in the core for that
+reason, and `callbacks` exports it for configs that want to place it in the list.
 
 With one engine per rank (several data-parallel ranks), an exception on one rank leaves
 the others waiting in a collective; Lightning's launcher then ends every rank (rank 0
@@ -66,17 +67,6 @@ def push_weights(policy: torch.nn.Module, engine: RolloutEngine) -> float:
 def needs_weights(engine: RolloutEngine | None) -> bool:
     """True for engines holding their own copy of the weights (vLLM)."""
     return engine is not None and engine.holds_weights
-
-
-def require_weight_sync(trainer: L.Trainer, engine) -> None:
-    """Refuse to train an engine that holds its own weights without `VLLMWeightSync` among the
-    callbacks: it would sample every step from the initial policy. (A config overlay that sets
-    `trainer.callbacks` replaces the whole list, which is how the sync gets lost.)"""
-    if needs_weights(engine) and not any(isinstance(c, VLLMWeightSync) for c in trainer.callbacks):
-        raise ValueError("model.engine.kind is vllm but trainer.callbacks has no callbacks.VLLMWeightSync: the engine "
-                         "would never receive the trained weights. Add `- class_path: callbacks.VLLMWeightSync` to "
-                         "trainer.callbacks (a config that sets trainer.callbacks replaces the list of the configs "
-                         "before it)")
 
 
 class VLLMWeightSync(L.Callback):

@@ -118,6 +118,20 @@ def test_learning_rate_warmup_and_cosine_step_by_step_and_across_a_resume(tmp_pa
     assert [float(read_metrics(resumed)[step]["train/lr"]) for step in range(6)] == lrs
 
 
+def test_a_new_run_into_a_folder_holding_checkpoints_is_refused_and_they_are_kept(tmp_path, tiny_model_dir,
+                                                                                  toy_task_files):
+    checkpoints = [{"class_path": "callbacks.PrefixSchedule"},
+                   {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}]
+    run = tmp_path / "run"
+    fit(run, tiny_model_dir, toy_task_files, callbacks=checkpoints)
+    kept = {p: p.stat().st_mtime_ns for p in run.rglob("*.ckpt")}
+    assert kept
+    with pytest.raises(FileExistsError, match=r"already holds checkpoints.*--ckpt_path last"):
+        fit(run, tiny_model_dir, toy_task_files, "--ckpt_path", "null", callbacks=checkpoints)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*.ckpt")} == kept  # nothing overwritten
+    fit(run, tiny_model_dir, toy_task_files, steps=3, callbacks=checkpoints)  # the default resumes it
+
+
 def test_subcommands_and_options_that_cannot_work_are_not_offered():
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "prefix_rft_pl", *args], capture_output=True, text=True,

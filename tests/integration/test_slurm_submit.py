@@ -86,3 +86,23 @@ def test_submit_afterok_rerun_and_resubmission(slurm_cluster, toy_task_files, tm
         if (out / "jobs.jsonl").is_file():
             ids = [json.loads(line)["slurm_id"] for line in (out / "jobs.jsonl").read_text().splitlines()]
             subprocess.run(["scancel", *set(ids)], check=False)
+
+
+def test_the_preparation_job_runs_as_a_batch_job_and_is_then_done(slurm_cluster, tiny_model_dir, tmp_path):
+    """Qwen2.5-Math's first job, on the real scheduler: one task, no srun; its copy is written
+    and read back, and the same submission again sends nothing (the marker says done)."""
+    from eval_harness import slurm
+    from eval_harness.reproduce import Request, prepare_job
+    from prefix_rft_pl.extend_context import ContextExtension
+
+    out = tmp_path / "out"
+    job = prepare_job(Request("qwen2.5-math-7b", out, [], [0]), ContextExtension(16384, 40000.0), str(tiny_model_dir))
+    options = slurm.SlurmOptions(workdir=str(ROOT))
+    actions = slurm.submit([job], out, options)
+    assert [a.what for a in actions] == ["submitted"]
+    slurm.wait_for({actions[0].slurm_id}, poll_s=1)
+    log = (out / "models" / "qwen2.5-math-7b-ctx16384.log").read_text()
+    assert job.done(), log
+    config = json.loads((job.marker.parent / "config.json").read_text())
+    assert config["max_position_embeddings"] == 16384 and config["rope_parameters"]["rope_theta"] == 40000.0
+    assert [a.what for a in slurm.submit([job], out, options)] == ["done"]

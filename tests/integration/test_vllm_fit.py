@@ -34,9 +34,10 @@ def override_config(tmp_path: Path, model_dir, task_files, with_sync: bool) -> P
     """
     callbacks = [{"class_path": "callbacks.PrefixSchedule",
                   "init_args": {"kind": "constant", "low_start": 1.0, "high": 1.0}}]
-    callbacks.append({"class_path": "callbacks.VLLMWeightSync"})  # a vLLM engine without it is refused at fit start
-    if not with_sync:  # ... so undo every push: the engine stays on the initial weights, one step behind at step 1
-        callbacks.append({"class_path": "tests.integration.rank_faults.StaleEngineOnRank", "init_args": {"rank": 0}})
+    # with_sync: no VLLMWeightSync listed, as in an overlay that replaced the list: the module adds it itself
+    if not with_sync:  # listed, so that the undo runs after every push: the engine stays on the initial weights
+        callbacks += [{"class_path": "callbacks.VLLMWeightSync"},
+                      {"class_path": "tests.integration.rank_faults.StaleEngineOnRank", "init_args": {"rank": 0}}]
     override = {
         "trainer": {
             "max_steps": 3, "limit_val_batches": 0, "enable_checkpointing": False, "enable_progress_bar": False,

@@ -31,15 +31,17 @@ def by_id(jobs):
 def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(tmp_path):
     jobs, notes = plan(Request("qwen2.5-math-7b", tmp_path, ROWS, [0]))
     ids = by_id(jobs)
-    assert notes == [] and len(jobs) == 1 + 2 * 8  # the base's evaluation; a fit and an evaluation per row
-    assert all(j.devices == 8 for j in jobs)
+    trained = len(ROWS) - 1
+    # the 16k copy, the base's evaluation; a fit and an evaluation per row
+    assert notes == [] and len(jobs) == 1 + 1 + 2 * trained
+    assert [j.id for j in jobs if j.devices != 8] == ["prepare:qwen2.5-math-7b-ctx16384"]
     steps = {j.name: j.steps for j in jobs if j.kind == "fit"}
     # 500 rollout batches each (the config's max_steps); LUFFY, RL w/ SFT loss, ReLIFT: 2 optimiser
     # steps per batch, UFT 4
     assert steps == {"sft/s0": 500, "rft/s0": 500, "sft_rft/s0": 500, "rl_sft_loss/s0": 1000, "luffy/s0": 1000,
                      "relift/s0": 1000, "uft/s0": 2000, "prefix_rft/s0": 500}
     sft_rft = ids["fit:sft_rft/s0"]
-    assert sft_rft.after == ["fit:sft/s0"]
+    assert sft_rft.after == ["fit:sft/s0"]  # from the SFT export, which has the 16k config
     assert sft_rft.argv[:8] == ["python", "-m", "prefix_rft_pl", "fit", "--config",
                                 "configs/qwen2.5-math-7b/prefix_rft.yaml", "--config", "configs/rows/rft.yaml"]
     assert sft_rft.argv[-2:] == ["--ckpt_path", "last"]  # a resubmitted fit resumes from its last checkpoint
@@ -59,6 +61,30 @@ def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(
     assert not list(tmp_path.glob("**/train"))  # planning runs nothing
 
 
+def test_qwen_math_plans_start_from_one_context_extended_copy(tmp_path):
+    """Qwen2.5-Math ships 4,096 positions: every fit from the base model and the base's evaluation
+    use the 16k copy the plan's first job writes (absolute paths); LLaMA and --policy need none."""
+    jobs, _ = plan(Request("qwen2.5-math-7b", tmp_path, ["base", "sft", "prefix_rft", "sft_rft"], [0]))
+    ids = by_id(jobs)
+    prepare = jobs[0]
+    copy = tmp_path / "models" / "qwen2.5-math-7b-ctx16384"
+    assert prepare.id == "prepare:qwen2.5-math-7b-ctx16384" and prepare.devices == 0
+    assert prepare.argv == ["python", "-m", "prefix_rft_pl.extend_context", "Qwen/Qwen2.5-Math-7B", str(copy),
+                            "--max-position-embeddings", "16384", "--rope-theta", "40000"]
+    assert prepare.marker == copy / "prepared.json"
+    for name in ("sft/s0", "prefix_rft/s0"):
+        assert ids[f"fit:{name}"].after == [prepare.id]
+        assert yaml.safe_load((tmp_path / name / "overlay.yaml").read_text())["model"]["policy"] == str(copy)
+    assert ids["eval:base"].after == [prepare.id]
+    assert yaml.safe_load((tmp_path / "base" / "eval.yaml").read_text())["ckpt"] == str(copy)
+    assert "prepare:qwen2.5-math-7b-ctx16384" not in ids["fit:sft_rft/s0"].after  # from the SFT export
+    assert not copy.exists()  # planning writes no copy
+
+    assert not [j for j in plan(Request("llama-3.1-8b", tmp_path / "llama", ["sft"], [0]))[0] if j.kind == "prepare"]
+    own = plan(Request("qwen2.5-math-1.5b", tmp_path / "own", ["sft"], [0], policy="/models/mine"))[0]
+    assert [j.kind for j in own] == ["fit", "eval"]
+
+
 def test_llama_protocol_and_a_row_subset(tmp_path):
     jobs, _ = plan(Request("llama-3.1-8b", tmp_path, ["sft_rft"], [0, 1]))
     # SFT+RFT needs the SFT fits, not their evaluations
@@ -70,7 +96,8 @@ def test_llama_protocol_and_a_row_subset(tmp_path):
 def test_one_rate_for_every_row_starts_sft_rft_from_the_sft_run_at_that_rate(tmp_path):
     jobs, notes = plan(Request("qwen2.5-math-7b", tmp_path, ["sft_rft"], [0], lrs=[1e-6]))
     ids = by_id(jobs)
-    assert notes == [] and sorted(ids) == ["eval:sft_rft/lr1e-06_s0", "fit:sft/lr1e-06_s0", "fit:sft_rft/lr1e-06_s0"]
+    assert notes == [] and sorted(ids) == ["eval:sft_rft/lr1e-06_s0", "fit:sft/lr1e-06_s0", "fit:sft_rft/lr1e-06_s0",
+                                           "prepare:qwen2.5-math-7b-ctx16384"]
     assert ids["fit:sft_rft/lr1e-06_s0"].after == ["fit:sft/lr1e-06_s0"]  # a job of the plan
     overlay = yaml.safe_load((tmp_path / "sft_rft" / "lr1e-06_s0" / "overlay.yaml").read_text())
     assert overlay["model"]["policy"] == str(tmp_path / "sft" / "lr1e-06_s0" / "train" / "hf_export")
@@ -181,7 +208,8 @@ def test_the_cli_prints_the_plan(tmp_path, capsys):
 
     main(["reproduce", "--model", "qwen2.5-math-7b", "--rows", "prefix_rft", "--out", str(tmp_path), "--plan"])
     out = capsys.readouterr().out
-    assert "[fit] prefix_rft/s0  devices=8  steps=500  after=-" in out
+    assert "[prepare] qwen2.5-math-7b-ctx16384  devices=0  after=-" in out
+    assert "[fit] prefix_rft/s0  devices=8  steps=500  after=prepare:qwen2.5-math-7b-ctx16384" in out
     assert f"python -m eval_harness run --config {tmp_path}/prefix_rft/s0/eval.yaml" in out
     assert sys.executable not in out  # commands a scheduler can run elsewhere
 

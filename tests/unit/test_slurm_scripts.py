@@ -53,6 +53,16 @@ def test_an_evaluation_is_one_node_one_task_per_device_without_srun(tmp_path):
     assert f"#SBATCH --output={tmp_path}/sft/s0/eval.log\n#SBATCH --open-mode=append\n#SBATCH --requeue\n" in text
 
 
+def test_a_preparation_is_one_task_without_gpus_or_srun_logged_beside_its_copy(tmp_path):
+    copy = tmp_path / "models" / "qwen2.5-math-7b-ctx16384"
+    job = Job("prepare", copy.name, ["python", "-m", "prefix_rft_pl.extend_context", "Qwen/Qwen2.5-Math-7B", str(copy)],
+              0, copy / "prepared.json")
+    text = script(job, SlurmOptions(gpus_per_node=8, python="/venv/bin/python"))
+    assert "#SBATCH --nodes=1\n#SBATCH --ntasks=1\n" in text and "gpus" not in text and "srun" not in text
+    assert f"#SBATCH --output={tmp_path}/models/qwen2.5-math-7b-ctx16384.log\n" in text
+    assert text.endswith(f"/venv/bin/python -m prefix_rft_pl.extend_context Qwen/Qwen2.5-Math-7B {copy}\n")
+
+
 def test_a_fit_script_has_absolute_paths_and_resumes_from_its_last_checkpoint(tmp_path):
     text = script(fit(tmp_path, devices=2), SlurmOptions(python="/venv/bin/python", workdir=str(Path.cwd())))
     assert f"cd {Path.cwd()}\n" in text

@@ -76,18 +76,22 @@ def test_stream_full_tensors_gathers_fsdp2_shards_on_every_rank(tiny_model_dir, 
             torch.testing.assert_close(streamed[name], tensor, rtol=0, atol=0)
 
 
-def test_a_vllm_engine_without_the_sync_callback_is_refused(monkeypatch):
-    # a row overlay that sets trainer.callbacks replaces the list; losing the sync must not go unnoticed
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_the_module_adds_the_sync_for_a_vllm_engine_when_an_overlay_dropped_it(kind, tiny_model_dir):
+    # a row overlay that sets trainer.callbacks replaces the list; the sync must come back by itself
     import lightning as L
 
-    import prefix_rft_pl.weight_sync as weight_sync
     from callbacks import EntropyStats
+    from prefix_rft_pl.run_control import RunControl
+    from tests.helpers import build_module
 
-    monkeypatch.setattr(weight_sync, "needs_weights", lambda engine: engine == "vllm")
+    module = build_module(str(tiny_model_dir), {"engine": {"kind": kind}, "rollout": {"num_hybrid": 0}})
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[EntropyStats()])
-    with pytest.raises(ValueError, match="callbacks.VLLMWeightSync"):
-        weight_sync.require_weight_sync(trainer, "vllm")
-    weight_sync.require_weight_sync(trainer, "hf")  # an engine on the live policy needs nothing
-    with_sync = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                          callbacks=[weight_sync.VLLMWeightSync()])
-    weight_sync.require_weight_sync(with_sync, "vllm")
+    module.trainer = trainer
+    added = module.configure_callbacks()
+    assert any(isinstance(c, RunControl) for c in added)
+    assert any(isinstance(c, VLLMWeightSync) for c in added) == (kind == "vllm")
+    placed = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                       callbacks=[EntropyStats(), VLLMWeightSync()])
+    module.trainer = placed
+    assert not any(isinstance(c, VLLMWeightSync) for c in module.configure_callbacks())  # one where the config put it

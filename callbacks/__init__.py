@@ -5,8 +5,9 @@ they live in the core (prefix_rft_pl.prefix_schedule, prefix_rft_pl.weight_sync)
 exported here so that every callback of a config is spelled `callbacks.<Name>`.
 """
 
+from callbacks.completion_samples import CompletionSamples
 from callbacks.entropy_stats import EntropyStats
 from prefix_rft_pl.prefix_schedule import PrefixSchedule
 from prefix_rft_pl.weight_sync import VLLMWeightSync
 
-__all__ = ["EntropyStats", "PrefixSchedule", "VLLMWeightSync"]
+__all__ = ["CompletionSamples", "EntropyStats", "PrefixSchedule", "VLLMWeightSync"]

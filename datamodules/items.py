@@ -83,4 +83,5 @@ class Renderer:
                 f"max_demo_tokens={self.max_demo_tokens} tokens (EOS included); left out, not cut")))
         if example.demos and not demo_ids and self.require_demos:
             raise BadRow("no_demo_left", f"every demonstration is longer than max_demo_tokens={self.max_demo_tokens}")
-        return PromptItem(uid=example.uid, prompt_ids=prompt_ids, demo_ids=demo_ids, answers=example.answers)
+        return PromptItem(uid=example.uid, prompt_ids=prompt_ids, demo_ids=demo_ids, answers=example.answers,
+                          extra=example.extra)

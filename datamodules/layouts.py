@@ -9,13 +9,14 @@ Presets:
   the template supplies the paper's prompt), `target` a list of assistant messages (one
   demonstration each), `reward_model.ground_truth` the answer.
 A demonstration or answer field may hold one string or a list (several demonstrations per
-prompt; several accepted answers).
+prompt; several accepted answers). The row's other top-level columns travel with it as
+`extra` (reward components see them).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PRESETS: dict[str, dict[str, str]] = {
@@ -41,6 +42,7 @@ class Example:
     problem: str
     demos: list[str]
     answers: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)  # the row's columns outside the layout's roles
 
 
 def resolve_layout(layout: str | dict[str, str]) -> dict[str, str]:
@@ -146,4 +148,6 @@ def parse_row(row: Any, mapping: dict[str, str], uid: str, require_demos: bool) 
         raise BadRow("missing_field", "the layout has no demos field")
     if "uid" in mapping:
         uid = str(_get(row, mapping["uid"]))
-    return Example(uid=uid, problem=problem, demos=demos, answers=answers)
+    used = {path.split(".")[0] for path in mapping.values()}  # `reward_model.ground_truth` uses reward_model
+    extra = {key: value for key, value in row.items() if key not in used}
+    return Example(uid=uid, problem=problem, demos=demos, answers=answers, extra=extra)

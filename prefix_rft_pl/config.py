@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from jsonargparse import lazy_instance
 
+from prefix_rft_pl.reward_components import RewardComponent, as_component, component_problems
 from prefix_rft_pl.variants import Aggregation, DrGRPOConstant, PPOPrefix, PrefixRule, describe
 
 SelectionMode = Literal["top", "bottom", "random", "none", "freeze"]
@@ -248,16 +250,31 @@ class Engine:
 
 @dataclass(frozen=True)
 class Reward:
-    """The reward (SPEC 2.3): last \\boxed{} + math-verify, in worker processes with a hard time bound."""
+    """The reward: a weighted sum of components, each scored in worker processes with a hard time
+    bound per completion (prefix_rft_pl/reward_components.py). The default is SPEC 2.3's alone:
+    last \\boxed{} + math-verify."""
 
     workers: int = 2
-    """Processes grading answers."""
+    """Processes grading answers (each component that runs in workers has this many)."""
     timeout_s: float = 2.0
-    """Hard bound on one answer's grading time; over it the answer scores 0 (counted)."""
+    """Hard bound on one completion's score by one component; over it that score is 0 (counted)."""
+    components: list[RewardComponent] = field(default_factory=lambda: [
+        {"class_path": "prefix_rft_pl.reward_components.Accuracy", "init_args": {"name": "accuracy", "weight": 1.0}}])
+    """The reward's terms, by class_path, each with a name (logged as reward/<name>) and a weight:
+    Accuracy (math-verify, the paper's) or a subclass of RewardComponent of your own."""
 
     def __post_init__(self):
         _require(self.workers >= 1, "reward.workers", f"must be >= 1, got {self.workers}")
         _require(self.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {self.timeout_s}")
+        problems = component_problems(self.component_objects)
+        if problems:
+            raise ValueError("; ".join(f"model.{key}: {message}" for key, message in problems))
+
+    @cached_property
+    def component_objects(self) -> list[RewardComponent]:
+        """The components as objects: the CLI gives objects; a spec ({class_path, init_args}: the
+        default, which jsonargparse can print, or a checkpoint's hparams) is built here."""
+        return [as_component(c, f"model.reward.components[{i}]") for i, c in enumerate(self.components)]
 
 
 @dataclass(frozen=True)
@@ -317,7 +334,7 @@ def plain(value: Any) -> Any:
     for the checkpoint's hyper_parameters: a checkpoint loads with torch's weights_only."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (PrefixRule, Aggregation)):
+    if isinstance(value, (PrefixRule, Aggregation, RewardComponent)):
         return describe(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}

@@ -8,6 +8,9 @@ the bound itself (C code), and a fresh worker takes its place. Either way the ta
 as a timeout. Each worker caps its address space (RLIMIT_AS) once warm, so an answer
 that would exhaust memory raises MemoryError there (an error), never in the trainer.
 
+The same pool runs user reward components (prefix_rft_pl/reward_components.py: `run` returns
+each task's value, `grade` a verdict); their module is imported before a worker is ready.
+
 A worker that dies or hangs before it is ready is not respawned in a loop: it is dropped,
 and when no worker is left the pool raises `GradingWorkerError` with the worker's exit
 code and the end of its stderr, within the start-up bound.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,14 +29,16 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-_WORKER_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); from prefix_rft_pl.grading_pool import worker_main; "
-                "worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
+_WORKER_CODE = ("import os, sys; sys.path[:0] = [p for p in sys.argv[1].split(os.pathsep) if p not in sys.path]; "
+                "from prefix_rft_pl.grading_pool import worker_main; "
+                "worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[-1]), sys.argv[4:-1])")
 
 
 SOFT_FRACTION = 0.8   # the worker's own alarm, as a fraction of the hard bound
@@ -50,9 +56,13 @@ class GradingWorkerError(RuntimeError):
     """No grading worker could start: the environment is broken, not the answer."""
 
 
-def worker_command(grade_ref: str, memory_mb: int) -> list[str]:
-    """The command of a worker grading with `grade_ref` ("module:function"); the pipe's fd is appended."""
-    return [sys.executable, "-c", _WORKER_CODE, _PACKAGE_ROOT, grade_ref, str(memory_mb)]
+def worker_command(grade_ref: str, memory_mb: int, preload: Sequence[str] = ()) -> list[str]:
+    """The command of a worker grading with `grade_ref` ("module:function"), importing the
+    modules `preload` before it says it is ready (a user's reward module: its import is no
+    task's time and not under the memory cap); the pipe's fd is appended. The worker sees this
+    process's import path (a module found here is found there)."""
+    paths = os.pathsep.join(dict.fromkeys([_PACKAGE_ROOT, *(p for p in sys.path if p)]))
+    return [sys.executable, "-c", _WORKER_CODE, paths, grade_ref, str(memory_mb), *preload]
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -82,12 +92,12 @@ def limit_memory(extra_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-def worker_main(grade_ref: str, memory_mb: int, fd: int) -> None:
+def worker_main(grade_ref: str, memory_mb: int, fd: int, preload: Sequence[str] = ()) -> None:
     """Run `grade_ref` on (index, task, soft bound) messages until the pipe closes; reply
-    (index, ok, error), error "timeout" when the alarm stopped the task.
+    (index, value, error), error "timeout" when the alarm stopped the task.
 
-    The grade module's `warm_up()` runs first (imports and lazy parser set-up are no task's
-    time), then the memory cap is set and "ready" sent.
+    The `preload` modules are imported and the grade module's `warm_up()` runs first (imports
+    and lazy parser set-up are no task's time), then the memory cap is set and "ready" sent.
     """
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle,
@@ -95,6 +105,8 @@ def worker_main(grade_ref: str, memory_mb: int, fd: int) -> None:
     # worker still ends with its parent (PR_SET_PDEATHSIG) and on a closed pipe
     logging.disable(logging.WARNING)              # math-verify warns on every call with timeouts off
     module_name, _, function_name = grade_ref.partition(":")
+    for name in preload:
+        importlib.import_module(name)
     module = importlib.import_module(module_name)
     grade_fn = getattr(module, function_name)
     if hasattr(module, "warm_up"):
@@ -113,18 +125,18 @@ def worker_main(grade_ref: str, memory_mb: int, fd: int) -> None:
             return
         index, task, soft_timeout_s = msg
         try:
-            ok, error = _run_with_alarm(grade_fn, task, soft_timeout_s), None
+            value, error = _run_with_alarm(grade_fn, task, soft_timeout_s), None
         except _SoftTimeout:  # also when it fires as the timer is being cleared
-            ok, error = False, "timeout"
+            value, error = None, "timeout"
         except BaseException as exc:  # noqa: BLE001  (MemoryError, RecursionError, anything: an error)
-            ok, error = False, repr(exc)[:500]
-        conn.send((index, ok, error))
+            value, error = None, repr(exc)[:500]
+        conn.send((index, value, error))
 
 
-def _run_with_alarm(grade_fn, task, seconds: float) -> bool:
+def _run_with_alarm(grade_fn, task, seconds: float) -> Any:
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return bool(grade_fn(task))
+        return grade_fn(task)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
@@ -178,10 +190,20 @@ def _stop_workers(workers: list[_Worker]) -> None:
     workers.clear()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One task's result: `status` "ok" (with the function's `value`), "timeout" (past the
+    bound) or "error" (it raised, or the worker died on it; `detail` says what)."""
+
+    status: str
+    value: Any = None
+    detail: str = ""
+
+
 class GradingPool:
-    """`num_workers` processes running `command`; `grade(tasks)` -> one status per task:
-    "correct", "wrong", "timeout" (past `timeout_s`, worker killed) or "error" (it raised,
-    or the worker died on it)."""
+    """`num_workers` processes running `command`; `run(tasks)` -> one `Outcome` per task,
+    `grade(tasks)` -> one status per task: "correct", "wrong" (the value's truth), "timeout"
+    (past `timeout_s`, worker killed) or "error" (it raised, or the worker died on it)."""
 
     def __init__(self, num_workers: int, timeout_s: float, startup_timeout_s: float, command: list[str]):
         self.num_workers = num_workers
@@ -195,7 +217,10 @@ class GradingPool:
         _stop_workers(self._workers)
 
     def grade(self, tasks: Sequence[Any]) -> list[str]:
-        statuses: list[str] = ["error"] * len(tasks)
+        return [("correct" if o.value else "wrong") if o.status == "ok" else o.status for o in self.run(tasks)]
+
+    def run(self, tasks: Sequence[Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = [Outcome("error")] * len(tasks)
         pending = deque(range(len(tasks)))
         while len(self._workers) < self.num_workers:  # top up what earlier calls lost
             self._workers.append(_Worker(self.command))
@@ -210,9 +235,9 @@ class GradingPool:
             deadlines += [w.started + self.startup_timeout_s for w in self._workers if not w.ready]
             ready = wait([w.conn for w in self._workers], timeout=max(0.0, min(deadlines, default=now + 1.0) - now))
             for worker in [w for w in self._workers if w.conn in ready]:
-                num_left -= self._receive(worker, statuses)
-            num_left -= self._expire(statuses)
-        return statuses
+                num_left -= self._receive(worker, outcomes)
+            num_left -= self._expire(outcomes)
+        return outcomes
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -230,10 +255,10 @@ class GradingPool:
             raise GradingWorkerError(message)
         logging.getLogger(__name__).warning("%s (grading goes on with %d workers)", message, len(self._workers))
 
-    def _receive(self, worker: _Worker, statuses: list[str]) -> int:
+    def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> int:
         """Read one message from `worker`; return how many tasks it settled."""
         try:
-            index, ok, error = worker.conn.recv()
+            index, value, error = worker.conn.recv()
         except (EOFError, OSError):
             if not worker.ready:
                 self._start_failed(worker, f"exited with code {worker.process.wait()}")
@@ -242,21 +267,22 @@ class GradingPool:
             self._replace(worker)  # it died on a task: the task is an error
             if index is None:
                 return 0
-            statuses[index] = "error"
+            outcomes[index] = Outcome("error", detail=f"the worker died (exit code {worker.process.returncode})")
             return 1
         if index == "ready":
             worker.ready = True
             return 0
         worker.task, worker.deadline = None, float("inf")
-        statuses[index] = error if error == "timeout" else "error" if error else "correct" if ok else "wrong"
+        outcomes[index] = Outcome("ok", value) if error is None else Outcome(
+            "timeout" if error == "timeout" else "error", detail=error)
         return 1
 
-    def _expire(self, statuses: list[str]) -> int:
+    def _expire(self, outcomes: list[Outcome]) -> int:
         """Kill workers past their bound; return how many tasks that settled."""
         now, settled = time.monotonic(), 0
         for worker in list(self._workers):
             if worker.task is not None and now >= worker.deadline:
-                statuses[worker.task] = "timeout"
+                outcomes[worker.task] = Outcome("timeout")
                 settled += 1
                 self._replace(worker)
             elif not worker.ready and now >= worker.started + self.startup_timeout_s:

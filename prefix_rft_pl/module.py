@@ -38,6 +38,7 @@ from prefix_rft_pl.config import (
 )
 from prefix_rft_pl.engines.base import RolloutEngine, SamplingConfig
 from prefix_rft_pl.prefix import TrajectoryBatch, assemble_trajectories, build_group_requests, pad_trajectories
+from prefix_rft_pl.step_metrics import scored_rollouts
 from prefix_rft_pl.types import PromptDemoBatch, PromptItem, ReportsSkips
 from prefix_rft_pl.types import Rollout as Sample
 from prefix_rft_pl.update import rows as row_rules
@@ -72,7 +73,7 @@ class PrefixRFTModule(L.LightningModule):
             optim: the optimiser.
             precision: master weights, FSDP2 compute and reduce dtypes.
             engine: the rollout engine (shared with the eval harness).
-            reward: the grader's workers and time bound.
+            reward: the reward's components (math-verify accuracy by default) and their workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
             seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
@@ -126,10 +127,11 @@ class PrefixRFTModule(L.LightningModule):
         return model
 
     def setup(self, stage: str) -> None:
-        from prefix_rft_pl.rewards import MathVerifyReward
+        from prefix_rft_pl.reward_components import WeightedReward
 
         self.configure_model()
-        self.reward_fn = MathVerifyReward(self.settings.reward.workers, self.settings.reward.timeout_s)
+        reward = self.settings.reward
+        self.reward_fn = WeightedReward(reward.component_objects, reward.workers, reward.timeout_s)
 
     def on_fit_start(self) -> None:
         from prefix_rft_pl.engines.build import build_engine
@@ -200,7 +202,7 @@ class PrefixRFTModule(L.LightningModule):
         with self._timed("rollout"):
             trajectories = self._rollout(batch)                                # SPEC 2.1-2.2
         with self._timed("reward"):
-            rewards, reward_stats = self._score(batch, trajectories, hints)    # [B, G], SPEC 2.3
+            rewards, scored, texts = self._score(batch, trajectories, hints)  # [B, G], SPEC 2.3
         tb = pad_trajectories(trajectories, self.tokenizer.pad_token_id)
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), s.rollout.group_size)             # [B, G]
         baseline = ~is_hybrid if s.loss.advantage_baseline == "ordinary" else None
@@ -221,10 +223,11 @@ class PrefixRFTModule(L.LightningModule):
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
             old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
                                      for a, b in zip((old_logprobs, entropy), current))
-        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, reward_stats,
+        self._log_step(rewards, is_hybrid, tb, loss, grad_norm, scored.metrics(),
                        old_logprobs if entropy is not None else None)
         out = {"loss": loss, "mask": tb.mask, "prefix_mask": tb.prefix_mask, "kept": kept,
-               "advantages": advantages.view(len(batch), s.rollout.group_size)}
+               "advantages": advantages.view(len(batch), s.rollout.group_size),
+               "rollouts": scored_rollouts(batch, trajectories, texts, scored, advantages)}
         return out if entropy is None else {**out, "entropy": entropy}
 
     def _hinted(self, batch: PromptDemoBatch):
@@ -306,17 +309,16 @@ class PrefixRFTModule(L.LightningModule):
                 for q in requests for _ in range(q.num_samples)]
         return assemble_trajectories(batch.items, requests, owners, flat)
 
-    def _score(self, batch: PromptDemoBatch, trajectories, hints: list | None = None) -> tuple[Tensor, dict[str, int]]:
-        """Rewards [B, G]. With UFT's `hints` (ids per prompt), the graded text is hint + response:
-        UFT grades the assistant turn, which its hint begins."""
+    def _score(self, batch: PromptDemoBatch, trajectories, hints: list | None = None):
+        """Rewards [B, G] (the components' weighted sum), each component's scores, and the graded
+        texts. With UFT's `hints` (ids per prompt), the graded text is hint + response: UFT grades
+        the assistant turn, which its hint begins."""
         texts = [self.tokenizer.decode((hints[t.prompt_index] if hints else []) + t.response_ids,
                                        skip_special_tokens=True) for t in trajectories]
-        answers = [batch.items[t.prompt_index].answers for t in trajectories]
-        result = self.reward_fn(texts, answers)
-        rewards = torch.tensor(result.rewards, dtype=torch.float32).view(len(batch), self.settings.rollout.group_size)
-        stats = {"reward/timeouts": result.num_timeouts, "reward/errors": result.num_errors,
-                 "reward/no_answer": result.num_no_answer}
-        return rewards, stats
+        items = [batch.items[t.prompt_index] for t in trajectories]
+        scored = self.reward_fn(texts, [item.answers for item in items], [item.extra for item in items])
+        rewards = torch.tensor(scored.total, dtype=torch.float32).view(len(batch), self.settings.rollout.group_size)
+        return rewards, scored, texts
 
     def _check_engine_weights(self) -> None:
         """Stop when the engine sampled from other weights than pi_old (a collective); before the update."""
@@ -396,7 +398,7 @@ class PrefixRFTModule(L.LightningModule):
         check_requests(requests, [item.uid for item in batch.items], model_context(self.policy.config), "validation")
         rollouts = engine.generate(requests, SamplingConfig(temperature=r.val_temperature))
         texts = [self.tokenizer.decode(x.token_ids, skip_special_tokens=True) for x in rollouts]
-        result = self.reward_fn(texts, [item.answers for item in batch.items])
+        result = self.reward_fn.grader(texts, [item.answers for item in batch.items])  # accuracy, whatever the reward
         self.log("val/accuracy", sum(result.rewards) / len(batch), batch_size=len(batch), prog_bar=True, sync_dist=True)
 
     def on_train_end(self) -> None:
@@ -412,3 +414,4 @@ class PrefixRFTModule(L.LightningModule):
         if stage == "fit" and self.engine is not None and self.engine.holds_weights:
             self.engine.close()  # before the strategy destroys the process group vLLM's groups live in
             self.engine = None  # a later fit builds a new one; an engine on the live policy stays
+

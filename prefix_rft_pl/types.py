@@ -8,7 +8,7 @@ re-tokenise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class PromptItem:
     prompt_ids: list[int]         # rendered prompt (template applied), tokenised once
     demo_ids: list[list[int]]     # one or more demonstrations, tokenised once, EOS appended
     answers: list[str]            # accepted reference answers (any one counts)
+    extra: dict[str, Any] = field(default_factory=dict)  # the row's other columns (for reward components)
 
 
 @dataclass
@@ -52,6 +53,21 @@ class Rollout:
     token_ids: list[int]
     logprobs: list[float] | None  # engine log-probs of token_ids under its sampling distribution
     finish_reason: str = "length"  # "stop" (EOS) or "length" (budget exhausted)
+
+
+@dataclass(frozen=True)
+class ScoredRollouts:
+    """A step's trajectories as callbacks see them (what `training_step` returns as "rollouts"):
+    prompt-major lists of N = B x G, plain data."""
+
+    uids: list[str]                   # the prompt's uid, per trajectory
+    prompt_ids: list[list[int]]       # the prompt (UFT: with its hint), per trajectory
+    prefix_lens: list[int]            # demonstration-prefix tokens (0: an ordinary rollout)
+    completions: list[str]            # the graded text: the decoded response, prefix included
+    rewards: dict[str, list[float]]   # each reward component's score, by name
+    statuses: dict[str, list[str]]    # each component's status ("ok", "timeout", "error"; accuracy: "correct", ...)
+    reward: list[float]               # the weighted sum the advantage used
+    advantages: list[float]
 
 
 @runtime_checkable

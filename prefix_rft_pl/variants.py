@@ -9,6 +9,7 @@ config error (jsonargparse checks the subclass), never a fall-through to a defau
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -115,10 +116,26 @@ class TokenSum(Aggregation):
         return losses.aggregate_token_sum(per_token, max_response_tokens)
 
 
+def init_parameters(cls: type) -> set[str]:
+    """The names `cls(...)` takes: its `__init__`'s arguments, and its base's where it passes
+    **kwargs on."""
+    names: set[str] = set()
+    for base in cls.__mro__:
+        if base is object or "__init__" not in vars(base):
+            continue
+        parameters = inspect.signature(base.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
+
+
 def describe(variant: object) -> dict:
-    """A variant as the config spells it: {class_path, init_args} (plain data for hparams)."""
+    """A variant as the config spells it: {class_path, init_args} (plain data for hparams); the
+    init_args are the attributes named as `__init__` arguments (other attributes are state)."""
     cls = type(variant)
-    args = {k: v for k, v in vars(variant).items() if not k.startswith("_")}
+    names = init_parameters(cls)
+    args = {k: v for k, v in vars(variant).items() if k in names}
     out: dict = {"class_path": f"{cls.__module__}.{cls.__qualname__}"}
     return {**out, "init_args": args} if args else out
 

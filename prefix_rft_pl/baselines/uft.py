@@ -63,8 +63,8 @@ def with_hints(items: Sequence[PromptItem], hint_lens: Sequence[int], eos_id: in
     hinted, targets = [], []
     for item, length in zip(items, hint_lens):
         hint = hint_units(item.demo_ids[0], eos_id)[:length] if item.demo_ids else []
-        hinted.append(PromptItem(item.uid, item.prompt_ids + hint, item.demo_ids, item.answers))
-        targets.append(PromptItem(item.uid, item.prompt_ids, [hint] if hint else [], item.answers))
+        hinted.append(PromptItem(item.uid, item.prompt_ids + hint, item.demo_ids, item.answers, item.extra))
+        targets.append(PromptItem(item.uid, item.prompt_ids, [hint] if hint else [], item.answers, item.extra))
     return hinted, targets
 
 

@@ -1,6 +1,6 @@
 """The settings of the policy module, in groups that read like a paper's hyper-parameter
 appendix: rollout, prefix, loss, update, optim, precision, engine, reward, and the optional
-per-method groups (ReLIFT, UFT's hints).
+per-method groups (ReLIFT, UFT's hints, CHORD, SRFT, HPT).
 
 Each group is a frozen dataclass whose attribute docstrings are the `--help` text, checked
 at construction (`__post_init__`), so a typo or an impossible value fails before any model
@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from jsonargparse import lazy_instance
 
+from prefix_rft_pl.config_hybrids import HPT, SRFT, Chord, check_hybrids
 from prefix_rft_pl.reward_components import RewardComponent, as_component, component_problems
 from prefix_rft_pl.variants import Aggregation, DrGRPOConstant, PPOPrefix, PrefixRule, describe
 
@@ -357,9 +358,13 @@ class Settings:
     reward: Reward = field(default_factory=Reward)
     relift: ReLIFT | None = None
     hints: Hints | None = None
+    chord: Chord | None = None
+    srft: SRFT | None = None
+    hpt: HPT | None = None
 
     def __post_init__(self):
         check_settings(self.rollout, self.prefix, self.loss, self.update, self.optim, self.precision, self.engine)
+        check_hybrids(self.loss, self.chord, self.srft, self.hpt)
 
 
 # The flat keys of the module before the settings groups, and where each went.

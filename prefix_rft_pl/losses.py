@@ -9,6 +9,7 @@ micro-batches (or across data-parallel ranks).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,7 +77,7 @@ def shaped_surrogate(
 def sft_loss(
     logprobs: Tensor,      # [N, T]
     mask: Tensor,          # [N, T] True = demonstration token
-    weight: float = 1.0,
+    weight: float | Tensor = 1.0,  # a constant, or per-token weights [N, T] (CHORD's p(1 - p), SRFT's exp(-H))
 ) -> Tensor:               # [N, T] cross-entropy with weight `weight` on every counted token
     return -weight * logprobs * mask
 
@@ -164,3 +165,76 @@ def regularisers(
     if ref_logprobs is not None:
         per_token = per_token + low_var_kl(logprobs, ref_logprobs, mask, kl_coef)
     return aggregate_token_mean(per_token, num_tokens)
+
+
+# ---------------------------------------------------------------- hybrids beyond the paper's table (SPEC 3)
+
+
+def chord_mu(step: int, warmup_steps: int, decay_steps: int, peak: float, valley: float) -> float:
+    """CHORD's mu(t), the SFT share of (1 - mu) x GRPO + mu x SFT: linear from 0 to `peak` over
+    `warmup_steps`, then a cosine from `peak` to `valley` over `decay_steps`, then `valley`."""
+    if step < warmup_steps:
+        return step / warmup_steps * peak
+    if step >= warmup_steps + decay_steps:
+        return valley
+    progress = (step - warmup_steps) / decay_steps
+    return valley + (peak - valley) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def chord_phi_weights(
+    logprobs: Tensor,        # [n, T] current policy on demonstration tokens
+    entropy: Tensor | None,  # [n, T] unused
+    mask: Tensor,            # [n, T] True = demonstration token
+) -> Tensor:                 # [n, T] CHORD-phi's per-token CE weight p (1 - p), no gradient
+    prob = logprobs.detach().exp()                                             # [n, T]
+    return prob * (1 - prob) * mask
+
+
+def row_mean_entropy(
+    entropy: Tensor,  # [n, T] per-token entropy
+    mask: Tensor,     # [n, T] True = token counts
+) -> Tensor:          # [n] each row's token mean, no gradient
+    return (entropy.detach() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def srft_demo_weights(
+    logprobs: Tensor,   # [n, T] unused (the shape)
+    entropy: Tensor,    # [n, T] current-policy entropy on the demonstration tokens
+    mask: Tensor,       # [n, T] True = demonstration token
+) -> Tensor:            # [n, T] SRFT's CE weight exp(-H) on every token of a demonstration, no gradient
+    """H is the demonstration's token-mean entropy under the current policy (stop-gradient): the
+    demonstration's weight falls as the policy grows uncertain on it."""
+    return torch.exp(-row_mean_entropy(entropy, mask))[:, None] * mask       # [n, T]
+
+
+def srft_rollout_weights(
+    rewards: Tensor,    # [n] each rollout's reward
+    entropy: Tensor,    # [n, T] current-policy entropy
+    mask: Tensor,       # [n, T] True = generated token
+    positive_coef: float = 0.1,
+    negative_weight: float = 1.0,
+    success: float = 1.0,
+) -> Tensor:            # [n, T] SRFT's weight W on the policy's own tokens, no gradient
+    """Rollouts whose reward is `success`: W = positive_coef x exp(H) (H the rollout's token-mean
+    entropy, stop-gradient); the others: W = -negative_weight. No group baseline."""
+    positive = positive_coef * torch.exp(row_mean_entropy(entropy, mask))     # [n]
+    weight = torch.where(rewards == success, positive, torch.full_like(positive, -negative_weight))
+    return weight[:, None] * mask                                              # [n, T]
+
+
+def srft_rollout_loss(
+    logprobs: Tensor,   # [n, T] current policy
+    weights: Tensor,    # [n, T] srft_rollout_weights
+    mask: Tensor,       # [n, T] True = generated token
+) -> Tensor:            # [n, T] -W log pi: gradient -W d log pi whatever the ratio (no ratio, no clip)
+    return -weights * logprobs * mask
+
+
+def hpt_sft_prompts(
+    rewards: Tensor,    # [B, G] rewards of each prompt's rollouts
+    gate: int = 0,
+    success: float = 1.0,
+) -> Tensor:            # [B] bool, True = the prompt takes HPT's SFT update instead of RL
+    """HPT's switch: a prompt whose rollouts solve it at most `gate` times (reward == success)
+    is learnt from its demonstration by SFT; the others by RL on their rollouts."""
+    return (rewards == success).sum(-1) <= gate

@@ -23,6 +23,9 @@ from torch import Tensor
 
 from prefix_rft_pl import losses
 from prefix_rft_pl.config import (
+    HPT,
+    SRFT,
+    Chord,
     Engine,
     Hints,
     Loss,
@@ -61,6 +64,9 @@ class PrefixRFTModule(L.LightningModule):
         reward: Reward = Reward(),
         relift: ReLIFT | None = None,
         hints: Hints | None = None,
+        chord: Chord | None = None,
+        srft: SRFT | None = None,
+        hpt: HPT | None = None,
         seed: int | None = None,
     ):
         """
@@ -76,11 +82,15 @@ class PrefixRFTModule(L.LightningModule):
             reward: the reward's components (math-verify accuracy by default) and their workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
+            chord: CHORD's mu schedule and phi weights; null disables.
+            srft: SRFT's weights on the policy's own rollouts; null disables.
+            hpt: HPT's per-prompt switch between RL and SFT; null disables.
             seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
                 samples; null: seed_everything's (the CLI resolves it and writes it into run_manifest.json).
         """
         super().__init__()
-        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints)
+        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints, chord,
+                                 srft, hpt)
         # plain data only (variants as {class_path, init_args}): checkpoints load with weights_only
         seed = 0 if seed is None else seed  # the CLI passes seed_everything's; in Python, 0 unless given
         self.save_hyperparameters({"policy": policy, "seed": seed, **plain(self.settings)})
@@ -207,18 +217,19 @@ class PrefixRFTModule(L.LightningModule):
         is_hybrid = tb.prefix_mask.any(-1).view(len(batch), s.rollout.group_size)             # [B, G]
         baseline = ~is_hybrid if s.loss.advantage_baseline == "ordinary" else None
         advantages = losses.group_advantages(rewards, baseline, s.loss.advantage_std).view(-1)  # [N], SPEC 2.4
-        old_logprobs, entropy, kept, pass_rows = self._old_logprobs_and_selection(passes, tb, advantages)  # 2.5-2.6
-        token_advantages = advantages[:, None] * (tb.generated_mask | kept)                   # [N, T]
-        is_weights = self._is_weights(old_logprobs, tb)
-        ref_logprobs = forward_logprobs(passes, tb, False, False, self.reference)[0] if s.loss.kl_coef > 0 else None
-        update_rows = self._update_rows(token_advantages, tb)
+        utb, sft_items, terms = self._step_terms(sft_items, rewards, tb)  # CHORD, SRFT, HPT (its RL batch)
+        old_logprobs, entropy, kept, pass_rows = self._old_logprobs_and_selection(passes, utb, advantages)  # 2.5-2.6
+        token_advantages = advantages[:, None] * (utb.generated_mask | kept)                  # [N, T]
+        is_weights = self._is_weights(old_logprobs, utb)
+        ref_logprobs = forward_logprobs(passes, utb, False, False, self.reference)[0] if s.loss.kl_coef > 0 else None
+        update_rows = self._update_rows(token_advantages, utb)
         self.log("train/update_rows", update_rows.float().mean())  # the rest add nothing to the gradient
         self.log("train/lr", self._optimizer(0).param_groups[0]["lr"])  # of this batch's first optimiser step
         reuse = pass_rows is not None
         with self._timed("update"):                                                            # SPEC 2.7
-            loss, grad_norm, current = optimise(passes, self._optimizer(0), tb, None if reuse else old_logprobs,
+            loss, grad_norm, current = optimise(passes, self._optimizer(0), utb, None if reuse else old_logprobs,
                                                 token_advantages, is_weights, sft_items, ref_logprobs, update_rows,
-                                                self.lr_schedulers())
+                                                self.lr_schedulers(), terms)
             self._relift(passes, batch, rewards)
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
             old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
@@ -245,12 +256,22 @@ class PrefixRFTModule(L.LightningModule):
         self.log_dict(metrics)
         return batch, targets, [item.demo_ids[0] if item.demo_ids else [] for item in targets]
 
+    def _step_terms(self, sft_items, rewards: Tensor, tb: TrajectoryBatch):
+        """The batch the RL update sees, the CE targets and the step's terms (baselines/hybrids.py)."""
+        from prefix_rft_pl.baselines.hybrids import step_terms
+
+        update = self.settings.update
+        iteration = self.global_step // (update.ppo_epochs * update.mini_batches)  # rollout batches done
+        tb, sft_items, terms, metrics = step_terms(self.settings, iteration, sft_items, rewards, tb)
+        self.log_dict(metrics)
+        return tb, sft_items, terms
+
     def _old_logprobs_and_selection(self, passes: Passes, tb: TrajectoryBatch, advantages: Tensor):
         """pi_old's log-probs and entropies (SPEC 2.5) and the kept prefix tokens (2.6). Returns
         (old_logprobs, entropy, kept, pass_rows): `pass_rows` [N] are the rows the separate pass
         covered when the update's own log-probs serve as the old ones, else None."""
         s = self.settings
-        regularised = s.loss.entropy_coef > 0 or s.loss.kl_coef > 0
+        regularised = self._dense_loss()
         reuse = row_rules.reuses_old_logprobs(s.update.ppo_epochs, s.update.mini_batches, s.loss.tis_cap)
         # decided over all ranks: the forward passes and the engine check below are collectives
         generated_anywhere = int(passes.ranks.gather_counts(int(tb.generated_mask.any())).max()) > 0
@@ -266,15 +287,20 @@ class PrefixRFTModule(L.LightningModule):
                                        s.rollout.max_response_tokens, generator, passes.ranks)  # [N, T]
         return old_logprobs, entropy, kept, pass_rows if reuse else None
 
+    def _dense_loss(self) -> bool:
+        """A term weighs every response token whatever its advantage: entropy bonus, KL, SRFT's weights."""
+        s = self.settings
+        return s.loss.entropy_coef > 0 or s.loss.kl_coef > 0 or s.srft is not None
+
     def _candidate_rows(self, token_advantages: Tensor, tb: TrajectoryBatch, regularised: bool) -> Tensor:
         if not self.settings.update.skip_rows_without_gradient:
             return torch.ones(token_advantages.shape[0], dtype=torch.bool)
-        return row_rules.rows_with_gradient(token_advantages, tb.prefix_mask, self.settings.prefix.rule.uses_advantage,
+        rows = row_rules.rows_with_gradient(token_advantages, tb.prefix_mask, self.settings.prefix.rule.uses_advantage,
                                             regularised)
+        return rows & tb.mask.any(-1) if self.settings.hpt is not None else rows  # HPT: switched rows are empty
 
     def _update_rows(self, token_advantages: Tensor, tb: TrajectoryBatch) -> Tensor:
-        loss = self.settings.loss
-        return self._candidate_rows(token_advantages, tb, loss.entropy_coef > 0 or loss.kl_coef > 0)
+        return self._candidate_rows(token_advantages, tb, self._dense_loss())
 
     def _relift(self, passes: Passes, batch: PromptDemoBatch, rewards: Tensor) -> None:
         if self.settings.relift is None:

@@ -10,6 +10,9 @@ normalisers are counted over all ranks. The loss math is in losses.py; the varia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -19,15 +22,36 @@ from prefix_rft_pl.prefix import Trajectory, TrajectoryBatch, pad_trajectories
 from prefix_rft_pl.update.forward import Passes
 from prefix_rft_pl.update.rows import mini_batch_prompts
 
+TokenWeights = Callable[[Tensor, Tensor | None, Tensor], Tensor]  # (logprobs, entropy, mask) [n, T] -> weights [n, T]
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """What one rollout batch's update weighs besides the settings' per-token loss (the rows
+    beyond the paper's table set them: prefix_rft_pl/baselines/hybrids.py)."""
+
+    sft_coef: float = 0.0
+    """Coefficient of the token-mean CE on the items' demonstrations (loss.demo_sft_coef; CHORD: mu(t))."""
+    sft_weights: TokenWeights | None = None
+    """Per-token weights of that CE (CHORD: p (1 - p); SRFT: exp(-H)); None: 1."""
+    rl_scale: float = 1.0
+    """Factor of the policy-gradient loss (CHORD: 1 - mu(t))."""
+    rollout_rewards: Tensor | None = None
+    """[N] rewards of the trajectories: SRFT's weights on generated tokens instead of the clipped surrogate."""
+
 
 def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
-             is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor, scheduler=None):
+             is_weights: Tensor | None, items, ref_logprobs: Tensor | None, update_rows: Tensor, scheduler=None,
+             terms: StepTerms | None = None):
     """The optimiser steps on rows `update_rows` ([N] bool; the others have no gradient). Without
     `old_logprobs` (one step per batch), the forward's own, detached. `items`: the targets of the
-    demonstration CE (loss.demo_sft_coef); `scheduler`: the learning-rate schedule, stepped after
-    every optimiser step. Returns the loss, the grad norm and the last mini-batch's detached
-    log-probs and entropies ([N, T], NaN off its rows)."""
+    demonstration CE; `scheduler`: the learning-rate schedule, stepped after every optimiser step;
+    `terms`: the step's CE coefficient and the hybrids' terms (default: loss.demo_sft_coef alone).
+    Returns the loss, the grad norm and the last mini-batch's detached log-probs and entropies
+    ([N, T], NaN off its rows)."""
     s = passes.settings
+    terms = StepTerms(sft_coef=s.loss.demo_sft_coef) if terms is None else terms
+    rewards = terms.rollout_rewards
     n = len(tb.response_ids)
     total, grad_norm = torch.zeros(()), torch.zeros(())
     for _ in range(s.update.ppo_epochs):
@@ -35,10 +59,10 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
             total, current = mini_batch_backward(
                 passes, tb.select(rows), None if old_logprobs is None else old_logprobs[rows], token_advantages[rows],
                 None if is_weights is None else is_weights[rows], None if ref_logprobs is None else ref_logprobs[rows],
-                update_rows[rows])
-            if s.loss.demo_sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
+                update_rows[rows], terms.rl_scale, None if rewards is None else rewards[rows])
+            if terms.sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
                 total = total + demo_sft_backward(passes, items[mini_batch_prompts(rows, s.rollout.group_size)],
-                                                  s.loss.demo_sft_coef)
+                                                  terms.sft_coef, token_weights=terms.sft_weights)
             grad_norm = optimizer_step(passes.model, optimizer, s.optim.max_grad_norm)
             if scheduler is not None:
                 scheduler.step()
@@ -48,11 +72,15 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
 
 
 def mini_batch_backward(passes: Passes, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
-                        is_weights: Tensor | None, ref_logprobs: Tensor | None, update_rows: Tensor):
+                        is_weights: Tensor | None, ref_logprobs: Tensor | None, update_rows: Tensor,
+                        rl_scale: float = 1.0, rewards: Tensor | None = None):
     """Accumulate the gradient of one optimiser step over rows `update_rows` (normalised over all
-    rows); returns the mini-batch loss and the rows' detached log-probs and entropies."""
+    rows); returns the mini-batch loss and the rows' detached log-probs and entropies. `rl_scale`
+    multiplies the policy-gradient loss (CHORD); `rewards` ([n], SRFT) replace the clipped
+    surrogate on generated tokens by SRFT's weights."""
     s = passes.settings
     loss_s = s.loss
+    srft = s.srft if rewards is not None else None
     denominator = normaliser(passes, tb)
     regularised = loss_s.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
     num_tokens = passes.ranks.mean_count(float(tb.mask.sum())) if regularised else 0.0
@@ -67,17 +95,26 @@ def mini_batch_backward(passes: Passes, tb: TrajectoryBatch, old_logprobs: Tenso
             continue
         rows = index[part]
         mb = tb.select(rows)
-        logprobs, entropy = passes.logprobs(passes.model, mb, loss_s.entropy_coef > 0 or old_logprobs is None,
+        logprobs, entropy = passes.logprobs(passes.model, mb,
+                                            loss_s.entropy_coef > 0 or old_logprobs is None or srft is not None,
                                             loss_s.entropy_coef > 0)
         if old_logprobs is None:
             current[0][rows], current[1][rows] = logprobs.detach().cpu(), entropy.detach().cpu()
         old = logprobs.detach() if old_logprobs is None else old_logprobs[rows].to(logprobs.device)
-        per_token = losses.token_losses(
-            logprobs, old, token_advantages[rows].to(logprobs.device),
-            mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device), s.prefix.rule, loss_s.clip)
+        generated, prefix = mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device)
+        advantages = token_advantages[rows].to(logprobs.device)
+        if srft is None:
+            per_token = losses.token_losses(logprobs, old, advantages, generated, prefix, s.prefix.rule, loss_s.clip)
+        else:  # SRFT: its weights on the policy's own tokens, the prefix rule on the demonstration's
+            weights = losses.srft_rollout_weights(rewards[rows].to(logprobs.device), entropy, generated,
+                                                  srft.positive_coef, srft.negative_weight)
+            per_token = (losses.srft_rollout_loss(logprobs, weights, generated)
+                         + s.prefix.rule.token_loss(logprobs, old, advantages, prefix, loss_s.clip))
         if is_weights is not None:
             per_token = per_token * is_weights[rows].to(per_token.device)
         loss = loss_s.aggregation(per_token, mb.mask.to(per_token.device), denominator, s.rollout.max_response_tokens)
+        if rl_scale != 1.0:  # CHORD's (1 - mu); the regularisers below are not scaled
+            loss = loss * rl_scale
         if regularised:
             ref = None if ref_logprobs is None else ref_logprobs[rows].to(logprobs.device)
             loss = loss + losses.regularisers(logprobs, entropy if loss_s.entropy_coef > 0 else None, ref,
@@ -104,9 +141,11 @@ def optimizer_step(model: torch.nn.Module, optimizer, max_grad_norm: float) -> T
     return grad_norm
 
 
-def demo_sft_backward(passes: Passes, items, weight: float, entropy_coef: float = 0.0) -> Tensor:
-    """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations,
-    minus entropy_coef x their token-mean entropy (ReLIFT's SFT step)."""
+def demo_sft_backward(passes: Passes, items, weight: float, entropy_coef: float = 0.0,
+                      token_weights: TokenWeights | None = None) -> Tensor:
+    """Backward of weight x token-mean cross-entropy on the items' (first) demonstrations, each
+    token weighted by `token_weights` (CHORD's p (1 - p), SRFT's exp(-H); None: 1), minus
+    entropy_coef x their token-mean entropy (ReLIFT's SFT step)."""
     demos = [Trajectory(i, item.prompt_ids, item.demo_ids[0], [], None, "stop") for i, item in enumerate(items)
              if item.demo_ids]  # within the budget: the data module leaves longer demonstrations out
     tb = pad_trajectories(demos, passes.pad_id) if demos else None
@@ -114,10 +153,13 @@ def demo_sft_backward(passes: Passes, items, weight: float, entropy_coef: float 
     total = torch.zeros(())
     for rows in passes.micro_batches(len(demos)):  # also when this rank has none: the others may
         mb = tb.select(rows) if rows is not None else passes.padding_batch()
-        logprobs, entropy = passes.logprobs(passes.model, mb, entropy_coef > 0, entropy_grad=entropy_coef > 0)
-        per_token = losses.sft_loss(logprobs, mb.mask.to(logprobs.device), weight)
-        if entropy is not None:
-            per_token = per_token + losses.entropy_bonus(entropy, mb.mask.to(logprobs.device), entropy_coef)
+        logprobs, entropy = passes.logprobs(passes.model, mb, entropy_coef > 0 or token_weights is not None,
+                                            entropy_grad=entropy_coef > 0)
+        mask = mb.mask.to(logprobs.device)
+        per_token = losses.sft_loss(logprobs, mask, weight if token_weights is None
+                                    else weight * token_weights(logprobs, entropy, mask))
+        if entropy_coef > 0:
+            per_token = per_token + losses.entropy_bonus(entropy, mask, entropy_coef)
         loss = losses.aggregate_token_mean(per_token, num_tokens)
         passes.backward(loss if rows is not None else loss * 0.0)
         total += loss.detach().cpu() if rows is not None else 0.0

@@ -1,7 +1,7 @@
 """The paper's table from one command: `python -m eval_harness reproduce --model qwen2.5-math-7b`.
 
-For each requested row of SPEC 3 (default: the base model and all eight rows) and seed: train
-with the row's config (`configs/<model>/prefix_rft.yaml` + `configs/rows/<row>.yaml`;
+For each requested row of SPEC 3 (default: the base model, the paper's eight rows and the
+three newer hybrids CHORD, SRFT and HPT) and seed: train with the row's config (`configs/<model>/prefix_rft.yaml` + `configs/rows/<row>.yaml`;
 SFT+RFT: the RFT row from the SFT run's export of the same seed), evaluate the final export
 with the eval harness under the model's protocol (`MODELS`), and assemble `table.md`,
 `table.json` and `table.png` in `--out` (eval_harness/table.py), with the published numbers
@@ -47,7 +47,7 @@ from eval_harness.jobs import Job, describe, execute, selection_score
 from prefix_rft_pl.export import EXPORT_MARKER
 from prefix_rft_pl.extend_context import LUFFY_CONTEXT, MARKER, ContextExtension
 
-ROWS = ["base", "sft", "rft", "sft_rft", "rl_sft_loss", "luffy", "relift", "uft", "prefix_rft"]
+ROWS = ["base", "sft", "rft", "sft_rft", "rl_sft_loss", "luffy", "relift", "uft", "prefix_rft", "chord", "srft", "hpt"]
 ROW_FILES = {"sft_rft": "rft", "prefix_rft": None, "base": None}  # else configs/rows/<row>.yaml
 TOY_TASK = Path("artifacts/toy/task")
 
@@ -119,7 +119,8 @@ def fit_devices(base: dict, fit_overrides: list[str] = ()) -> int:
 def overlay(base: dict, row: str, run: Path, seed: int, batches: int, lr: float | None, policy: str | None) -> dict:
     """What the harness adds to the row's config: seed, budget, output paths, learning rate,
     policy (SFT+RFT), and the schedules scaled to the budget (Prefix-RFT's cosine over all of
-    it, UFT's hints over 0.6 of it, as UFT's 300 of 500 steps)."""
+    it, UFT's hints over 0.6 of it, as UFT's 300 of 500 steps, CHORD's mu warm-up over a third
+    and its decay over the rest, as Trinity-RFT's 200 + 400 steps)."""
     callbacks = row_config(row).get("trainer", {}).get("callbacks", base["trainer"].get("callbacks", []))
     callbacks = [dict(c, init_args=dict(c.get("init_args", {}))) for c in callbacks]
     for c in callbacks:
@@ -132,6 +133,10 @@ def overlay(base: dict, row: str, run: Path, seed: int, batches: int, lr: float 
         model["policy"] = policy
     if row == "uft":
         model["hints"] = {**row_config(row)["model"]["hints"], "steps": max(1, round(0.6 * batches))}
+    if row == "chord":  # Trinity's 200 + 400 steps over the budget: warm-up a third, the cosine decay the rest
+        warmup = max(1, round(batches / 3))
+        model["chord"] = {**row_config(row)["model"]["chord"], "mu_warmup_steps": warmup,
+                          "mu_decay_steps": max(1, batches - warmup)}
     loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                 "init_args": {"save_dir": str(run), "name": "train", "version": ""}},
                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",

@@ -36,10 +36,11 @@ def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(
     assert notes == [] and len(jobs) == 1 + 1 + 2 * trained
     assert [j.id for j in jobs if j.devices != 8] == ["prepare:qwen2.5-math-7b-ctx16384"]
     steps = {j.name: j.steps for j in jobs if j.kind == "fit"}
-    # 500 rollout batches each (the config's max_steps); LUFFY, RL w/ SFT loss, ReLIFT: 2 optimiser
-    # steps per batch, UFT 4
+    # 500 rollout batches each (the config's max_steps); LUFFY, RL w/ SFT loss, ReLIFT, SRFT, HPT: 2
+    # optimiser steps per batch, UFT 4
     assert steps == {"sft/s0": 500, "rft/s0": 500, "sft_rft/s0": 500, "rl_sft_loss/s0": 1000, "luffy/s0": 1000,
-                     "relift/s0": 1000, "uft/s0": 2000, "prefix_rft/s0": 500}
+                     "relift/s0": 1000, "uft/s0": 2000, "prefix_rft/s0": 500, "chord/s0": 500, "srft/s0": 1000,
+                     "hpt/s0": 1000}
     sft_rft = ids["fit:sft_rft/s0"]
     assert sft_rft.after == ["fit:sft/s0"]  # from the SFT export, which has the 16k config
     assert sft_rft.argv[:8] == ["python", "-m", "prefix_rft_pl", "fit", "--config",
@@ -50,6 +51,8 @@ def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(
     assert yaml.safe_load((tmp_path / "sft" / "s0" / "overlay.yaml").read_text())["model"]["optim"]["lr"] == 5e-5
     uft = yaml.safe_load((tmp_path / "uft" / "s0" / "overlay.yaml").read_text())
     assert uft["model"]["hints"]["steps"] == 300  # UFT: hints for 300 of 500 steps
+    chord = yaml.safe_load((tmp_path / "chord" / "s0" / "overlay.yaml").read_text())["model"]["chord"]
+    assert (chord["mu_warmup_steps"], chord["mu_decay_steps"]) == (167, 333)  # Trinity's 200:400 over 500 batches
     callbacks = [c["class_path"] for c in uft["trainer"]["callbacks"]]
     assert "callbacks.VLLMWeightSync" in callbacks and "lightning.pytorch.callbacks.ModelCheckpoint" in callbacks
     schedule = yaml.safe_load((tmp_path / "prefix_rft" / "s0" / "overlay.yaml").read_text())["trainer"]["callbacks"][0]

@@ -1,8 +1,9 @@
 """The paper's table from one command: `python -m eval_harness reproduce --model qwen2.5-math-7b`.
 
 For each requested row of SPEC 3 (default: the base model, the paper's eight rows and the
-three newer hybrids CHORD, SRFT and HPT) and seed: train with the row's config (`configs/<model>/prefix_rft.yaml` + `configs/rows/<row>.yaml`;
-SFT+RFT: the RFT row from the SFT run's export of the same seed), evaluate the final export
+three newer hybrids CHORD, SRFT and HPT) and seed: train with the row's config
+(`configs/<model>/prefix_rft.yaml` + `configs/rows/<row>.yaml`; SFT+RFT: the RFT row from the
+SFT run's export of the same seed), evaluate the final export
 with the eval harness under the model's protocol (`MODELS`), and assemble `table.md`,
 `table.json` and `table.png` in `--out` (eval_harness/table.py), with the published numbers
 beside them where the paper has them.
@@ -134,9 +135,9 @@ def overlay(base: dict, row: str, run: Path, seed: int, batches: int, lr: float 
     if row == "uft":
         model["hints"] = {**row_config(row)["model"]["hints"], "steps": max(1, round(0.6 * batches))}
     if row == "chord":  # Trinity's 200 + 400 steps over the budget: warm-up a third, the cosine decay the rest
-        warmup = max(1, round(batches / 3))
-        model["chord"] = {**row_config(row)["model"]["chord"], "mu_warmup_steps": warmup,
-                          "mu_decay_steps": max(1, batches - warmup)}
+        warmup, hybrid = max(1, round(batches / 3)), row_config(row)["model"]["loss"]["hybrid"]
+        model["loss"] = {"hybrid": {**hybrid, "init_args": {**hybrid["init_args"], "mu_warmup_steps": warmup,
+                                                            "mu_decay_steps": max(1, batches - warmup)}}}
     loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                 "init_args": {"save_dir": str(run), "name": "train", "version": ""}},
                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",

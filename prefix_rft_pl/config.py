@@ -1,6 +1,6 @@
 """The settings of the policy module, in groups that read like a paper's hyper-parameter
 appendix: rollout, prefix, loss, update, optim, precision, engine, reward, and the optional
-per-method groups (ReLIFT, UFT's hints, CHORD, SRFT, HPT).
+per-method groups (ReLIFT, UFT's hints).
 
 Each group is a frozen dataclass whose attribute docstrings are the `--help` text, checked
 at construction (`__post_init__`), so a typo or an impossible value fails before any model
@@ -18,9 +18,8 @@ from typing import Any, Literal
 
 from jsonargparse import lazy_instance
 
-from prefix_rft_pl.config_hybrids import HPT, SRFT, Chord, check_hybrids
 from prefix_rft_pl.reward_components import RewardComponent, as_component, component_problems
-from prefix_rft_pl.variants import Aggregation, DrGRPOConstant, PPOPrefix, PrefixRule, describe
+from prefix_rft_pl.variants import Aggregation, DrGRPOConstant, Hybrid, PPOPrefix, PrefixRule, describe
 
 SelectionMode = Literal["top", "bottom", "random", "none", "freeze"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -118,10 +117,17 @@ class Loss:
     """UFT's KL term: coef x token-mean k3 KL to the frozen initial policy (loaded a second time); 0 disables."""
     demo_sft_coef: float = 0.0
     """RL w/ SFT loss: coef x token-mean CE on the mini-batch's demonstrations (UFT: on its hints); 0 disables."""
+    hybrid: Hybrid | None = None
+    """A row beyond the paper's table: prefix_rft_pl.variants.Chord, SRFT or HPT; null: none."""
 
     def __post_init__(self):
         _require(isinstance(self.aggregation, Aggregation), "loss.aggregation",
                  f"must be a prefix_rft_pl.variants.Aggregation, got {type(self.aggregation).__name__}")
+        if self.hybrid is not None:
+            name = type(self.hybrid).__name__
+            _require(self.hybrid.needs_sft_coef == (self.demo_sft_coef > 0), "loss.demo_sft_coef",
+                     f"{name} needs it > 0 (its CE)" if self.hybrid.needs_sft_coef
+                     else f"{name} weighs its CE itself (mu(t)): set it to 0, got {self.demo_sft_coef}")
         _require(self.tis_cap is None or self.tis_cap > 0, "loss.tis_cap", f"must be > 0 or null, got {self.tis_cap}")
         for key in ("entropy_coef", "kl_coef", "demo_sft_coef"):
             _require(getattr(self, key) >= 0, f"loss.{key}", f"must be >= 0, got {getattr(self, key)}")
@@ -335,7 +341,7 @@ def plain(value: Any) -> Any:
     for the checkpoint's hyper_parameters: a checkpoint loads with torch's weights_only."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (PrefixRule, Aggregation, RewardComponent)):
+    if isinstance(value, (PrefixRule, Aggregation, RewardComponent, Hybrid)):
         return describe(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
@@ -358,13 +364,9 @@ class Settings:
     reward: Reward = field(default_factory=Reward)
     relift: ReLIFT | None = None
     hints: Hints | None = None
-    chord: Chord | None = None
-    srft: SRFT | None = None
-    hpt: HPT | None = None
 
     def __post_init__(self):
         check_settings(self.rollout, self.prefix, self.loss, self.update, self.optim, self.precision, self.engine)
-        check_hybrids(self.loss, self.chord, self.srft, self.hpt)
 
 
 # The flat keys of the module before the settings groups, and where each went.

@@ -23,9 +23,6 @@ from torch import Tensor
 
 from prefix_rft_pl import losses
 from prefix_rft_pl.config import (
-    HPT,
-    SRFT,
-    Chord,
     Engine,
     Hints,
     Loss,
@@ -64,9 +61,6 @@ class PrefixRFTModule(L.LightningModule):
         reward: Reward = Reward(),
         relift: ReLIFT | None = None,
         hints: Hints | None = None,
-        chord: Chord | None = None,
-        srft: SRFT | None = None,
-        hpt: HPT | None = None,
         seed: int | None = None,
     ):
         """
@@ -82,15 +76,11 @@ class PrefixRFTModule(L.LightningModule):
             reward: the reward's components (math-verify accuracy by default) and their workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
-            chord: CHORD's mu schedule and phi weights; null disables.
-            srft: SRFT's weights on the policy's own rollouts; null disables.
-            hpt: HPT's per-prompt switch between RL and SFT; null disables.
             seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
                 samples; null: seed_everything's (the CLI resolves it and writes it into run_manifest.json).
         """
         super().__init__()
-        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints, chord,
-                                 srft, hpt)
+        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints)
         # plain data only (variants as {class_path, init_args}): checkpoints load with weights_only
         seed = 0 if seed is None else seed  # the CLI passes seed_everything's; in Python, 0 unless given
         self.save_hyperparameters({"policy": policy, "seed": seed, **plain(self.settings)})
@@ -289,15 +279,16 @@ class PrefixRFTModule(L.LightningModule):
 
     def _dense_loss(self) -> bool:
         """A term weighs every response token whatever its advantage: entropy bonus, KL, SRFT's weights."""
-        s = self.settings
-        return s.loss.entropy_coef > 0 or s.loss.kl_coef > 0 or s.srft is not None
+        loss = self.settings.loss
+        return loss.entropy_coef > 0 or loss.kl_coef > 0 or (loss.hybrid is not None and loss.hybrid.dense)
 
     def _candidate_rows(self, token_advantages: Tensor, tb: TrajectoryBatch, regularised: bool) -> Tensor:
         if not self.settings.update.skip_rows_without_gradient:
             return torch.ones(token_advantages.shape[0], dtype=torch.bool)
         rows = row_rules.rows_with_gradient(token_advantages, tb.prefix_mask, self.settings.prefix.rule.uses_advantage,
                                             regularised)
-        return rows & tb.mask.any(-1) if self.settings.hpt is not None else rows  # HPT: switched rows are empty
+        hybrid = self.settings.loss.hybrid
+        return rows & tb.mask.any(-1) if hybrid is not None and hybrid.empties_rows else rows  # HPT's switched rows
 
     def _update_rows(self, token_advantages: Tensor, tb: TrajectoryBatch) -> Tensor:
         return self._candidate_rows(token_advantages, tb, self._dense_loss())

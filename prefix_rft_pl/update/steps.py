@@ -23,6 +23,7 @@ from prefix_rft_pl.update.forward import Passes
 from prefix_rft_pl.update.rows import mini_batch_prompts
 
 TokenWeights = Callable[[Tensor, Tensor | None, Tensor], Tensor]  # (logprobs, entropy, mask) [n, T] -> weights [n, T]
+RolloutWeights = Callable[[Tensor, Tensor, Tensor], Tensor]  # (rewards [n], entropy, mask [n, T]) -> weights [n, T]
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ class StepTerms:
     """Per-token weights of that CE (CHORD: p (1 - p); SRFT: exp(-H)); None: 1."""
     rl_scale: float = 1.0
     """Factor of the policy-gradient loss (CHORD: 1 - mu(t))."""
+    rollout_weights: RolloutWeights | None = None
+    """SRFT: the weights W of -W log pi on generated tokens, instead of the clipped surrogate."""
     rollout_rewards: Tensor | None = None
-    """[N] rewards of the trajectories: SRFT's weights on generated tokens instead of the clipped surrogate."""
+    """[N] rewards of the trajectories, for `rollout_weights`."""
 
 
 def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
@@ -51,7 +54,7 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
     ([N, T], NaN off its rows)."""
     s = passes.settings
     terms = StepTerms(sft_coef=s.loss.demo_sft_coef) if terms is None else terms
-    rewards = terms.rollout_rewards
+    rewards, rollout = terms.rollout_rewards, terms.rollout_weights
     n = len(tb.response_ids)
     total, grad_norm = torch.zeros(()), torch.zeros(())
     for _ in range(s.update.ppo_epochs):
@@ -59,7 +62,7 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
             total, current = mini_batch_backward(
                 passes, tb.select(rows), None if old_logprobs is None else old_logprobs[rows], token_advantages[rows],
                 None if is_weights is None else is_weights[rows], None if ref_logprobs is None else ref_logprobs[rows],
-                update_rows[rows], terms.rl_scale, None if rewards is None else rewards[rows])
+                update_rows[rows], terms.rl_scale, None if rollout is None else (rollout, rewards[rows]))
             if terms.sft_coef > 0:  # on the demonstrations (UFT: hints) of this mini-batch's prompts
                 total = total + demo_sft_backward(passes, items[mini_batch_prompts(rows, s.rollout.group_size)],
                                                   terms.sft_coef, token_weights=terms.sft_weights)
@@ -73,14 +76,13 @@ def optimise(passes: Passes, optimizer, tb: TrajectoryBatch, old_logprobs: Tenso
 
 def mini_batch_backward(passes: Passes, tb: TrajectoryBatch, old_logprobs: Tensor | None, token_advantages: Tensor,
                         is_weights: Tensor | None, ref_logprobs: Tensor | None, update_rows: Tensor,
-                        rl_scale: float = 1.0, rewards: Tensor | None = None):
+                        rl_scale: float = 1.0, rollout: tuple[RolloutWeights, Tensor] | None = None):
     """Accumulate the gradient of one optimiser step over rows `update_rows` (normalised over all
     rows); returns the mini-batch loss and the rows' detached log-probs and entropies. `rl_scale`
-    multiplies the policy-gradient loss (CHORD); `rewards` ([n], SRFT) replace the clipped
-    surrogate on generated tokens by SRFT's weights."""
+    multiplies the policy-gradient loss (CHORD); `rollout` (SRFT: its weights and the rows'
+    rewards [n]) replaces the clipped surrogate on generated tokens by -W log pi."""
     s = passes.settings
     loss_s = s.loss
-    srft = s.srft if rewards is not None else None
     denominator = normaliser(passes, tb)
     regularised = loss_s.entropy_coef > 0 or ref_logprobs is not None  # token-mean terms: entropy bonus, KL
     num_tokens = passes.ranks.mean_count(float(tb.mask.sum())) if regularised else 0.0
@@ -96,18 +98,17 @@ def mini_batch_backward(passes: Passes, tb: TrajectoryBatch, old_logprobs: Tenso
         rows = index[part]
         mb = tb.select(rows)
         logprobs, entropy = passes.logprobs(passes.model, mb,
-                                            loss_s.entropy_coef > 0 or old_logprobs is None or srft is not None,
+                                            loss_s.entropy_coef > 0 or old_logprobs is None or rollout is not None,
                                             loss_s.entropy_coef > 0)
         if old_logprobs is None:
             current[0][rows], current[1][rows] = logprobs.detach().cpu(), entropy.detach().cpu()
         old = logprobs.detach() if old_logprobs is None else old_logprobs[rows].to(logprobs.device)
         generated, prefix = mb.generated_mask.to(logprobs.device), mb.prefix_mask.to(logprobs.device)
         advantages = token_advantages[rows].to(logprobs.device)
-        if srft is None:
+        if rollout is None:
             per_token = losses.token_losses(logprobs, old, advantages, generated, prefix, s.prefix.rule, loss_s.clip)
         else:  # SRFT: its weights on the policy's own tokens, the prefix rule on the demonstration's
-            weights = losses.srft_rollout_weights(rewards[rows].to(logprobs.device), entropy, generated,
-                                                  srft.positive_coef, srft.negative_weight)
+            weights = rollout[0](rollout[1][rows].to(logprobs.device), entropy, generated)
             per_token = (losses.srft_rollout_loss(logprobs, weights, generated)
                          + s.prefix.rule.token_loss(logprobs, old, advantages, prefix, loss_s.clip))
         if is_weights is not None:

@@ -11,8 +11,8 @@ check, the prefix schedule, the template, the `openr1` data layout (a small parq
 LUFFY's nested columns, made here) and checkpointing.
 
 A run takes 3 steps, resumes from its step-2 checkpoint and finishes; its HF export loads
-into a vLLM engine. The rows of the paper's table (configs/rows/) run on the 1.5B
-config for 2 steps each.
+into a vLLM engine. The rows of the paper's table and the newer hybrids (configs/rows/) run on
+the 1.5B config for 2 rollout batches each.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ pytest.importorskip("vllm")
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
 PAPER = {"qwen2.5-math-7b": "qwen2", "qwen2.5-math-1.5b": "qwen2", "llama-3.1-8b": "llama"}
-ROWS = ["sft", "rft", "rl_sft_loss", "luffy", "relift", "uft"]
+ROWS = ["sft", "rft", "rl_sft_loss", "luffy", "relift", "uft", "chord", "srft", "hpt"]
 ENGINE_SHRINK = {"max_model_len": 512, "kv_cache_gib": 0.25, "enforce_eager": True}
 
 

@@ -11,7 +11,6 @@ import yaml
 
 from prefix_rft_pl.baselines.hybrids import chord_terms, hpt_split, step_terms
 from prefix_rft_pl.config import Loss, Rollout, Settings
-from prefix_rft_pl.config_hybrids import HPT, SRFT, Chord
 from prefix_rft_pl.losses import (
     chord_mu,
     chord_phi_weights,
@@ -23,15 +22,11 @@ from prefix_rft_pl.losses import (
 )
 from prefix_rft_pl.prefix import Trajectory, pad_trajectories
 from prefix_rft_pl.types import PromptItem
-from prefix_rft_pl.variants import ShapedPrefix, TokenMean, TokenSum
+from prefix_rft_pl.variants import HPT, SRFT, Chord, ShapedPrefix, TokenMean, TokenSum
 from tests.helpers import build_module
 
 BASE = yaml.safe_load(Path("configs/toy/prefix_rft.yaml").read_text())["model"]
 G2 = Rollout(group_size=2, num_hybrid=0)  # settings built directly, without the toy policy
-
-
-def sft_loss_settings(coef: float) -> Loss:
-    return Loss(demo_sft_coef=coef)
 
 
 def row_settings(row: str) -> Settings:
@@ -70,16 +65,16 @@ def test_chord_phi_weights_are_p_one_minus_p_without_gradient():
 
 
 def test_chord_terms_mix_the_losses_with_mu():
-    settings = Settings(rollout=G2, chord=Chord(mu_warmup_steps=10, mu_decay_steps=20, mu_peak=0.5,
-                                                          mu_valley=0.02))
-    terms, metrics = chord_terms(settings, 5)                      # mu = 5 / 10 x 0.5 = 0.25
+    chord = Chord(mu_warmup_steps=10, mu_decay_steps=20, mu_peak=0.5, mu_valley=0.02)
+    terms, metrics = chord_terms(chord, 5)                          # mu = 5 / 10 x 0.5 = 0.25
     assert (terms.sft_coef, terms.rl_scale, metrics["train/chord_mu"]) == pytest.approx((0.25, 0.75, 0.25))
     assert terms.sft_weights is chord_phi_weights and terms.rollout_rewards is None
 
 
 def test_chord_row_settings_from_trinity():
     s = row_settings("chord")
-    c = s.chord
+    c = s.loss.hybrid
+    assert isinstance(c, Chord)
     assert (c.mu_peak, c.mu_valley, c.phi) == (0.5, 0.02, True)
     assert c.mu_decay_steps == pytest.approx(2 * c.mu_warmup_steps, abs=1)  # Trinity's 200:400, over the toy's 100
     assert c.mu_warmup_steps + c.mu_decay_steps == 100
@@ -118,16 +113,21 @@ def test_srft_demo_weights_fall_as_entropy_rises():
 
 
 def test_srft_terms_carry_the_rewards_and_the_entropy_weights():
-    settings = Settings(rollout=G2, srft=SRFT(), loss=sft_loss_settings(0.5))
+    settings = Settings(rollout=G2, loss=Loss(demo_sft_coef=0.5, hybrid=SRFT(positive_coef=0.2)))
     rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     _, _, terms, _ = step_terms(settings, 0, [], rewards, None)
     assert terms.sft_coef == 0.5 and terms.sft_weights is srft_demo_weights and terms.rl_scale == 1.0
     torch.testing.assert_close(terms.rollout_rewards, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    # the row's constants reach the weights: 0.2 x e^0 on a correct rollout of zero entropy
+    weights = terms.rollout_weights(torch.tensor([1.0]), torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool))
+    torch.testing.assert_close(weights, torch.tensor([[0.2]]))
 
 
 def test_srft_row_settings_from_hpt_repository():
     s = row_settings("srft")
-    assert (s.srft.positive_coef, s.srft.negative_weight, s.loss.demo_sft_coef) == (0.1, 1.0, 0.5)
+    srft = s.loss.hybrid
+    assert isinstance(srft, SRFT)
+    assert (srft.positive_coef, srft.negative_weight, s.loss.demo_sft_coef) == (0.1, 1.0, 0.5)
     assert (s.rollout.num_hybrid, s.loss.advantage_std, s.loss.advantage_baseline) == (1, False, "group")
     assert isinstance(s.prefix.rule, ShapedPrefix) and s.prefix.rule.gamma == 0.1 and s.prefix.selection == "none"
     assert isinstance(s.loss.aggregation, TokenSum) and (s.loss.entropy_coef, s.update.mini_batches) == (0.001, 2)
@@ -144,12 +144,12 @@ def test_hpt_switch_sends_unsolved_prompts_to_sft():
 
 
 def test_hpt_split_empties_switched_rollouts_and_keeps_their_demonstrations_only():
-    settings = Settings(rollout=G2, hpt=HPT(gate=0), loss=sft_loss_settings(1.0))
+    settings = Settings(rollout=G2, loss=Loss(demo_sft_coef=1.0, hybrid=HPT(gate=0)))
     items = [PromptItem(f"p{i}", [1], [[7, 8]], ["x"]) for i in range(2)]
     trajectories = [Trajectory(i // 2, [1], [5, 6], [], None, "stop") for i in range(4)]
     tb = pad_trajectories(trajectories, 0)
     rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])               # prompt 1 unsolved -> SFT
-    update_tb, targets, terms, metrics = hpt_split(settings, items, rewards, tb)
+    update_tb, targets, terms, metrics = hpt_split(settings.loss.hybrid, settings, items, rewards, tb)
     assert update_tb.mask.any(-1).tolist() == [True, True, False, False]
     assert tb.mask.all()                                            # the logged batch is untouched
     assert [t.demo_ids for t in targets] == [[], [[7, 8]]]
@@ -158,18 +158,19 @@ def test_hpt_split_empties_switched_rollouts_and_keeps_their_demonstrations_only
 
 def test_hpt_row_settings_from_its_script():
     s = row_settings("hpt")
-    assert (s.hpt.gate, s.loss.demo_sft_coef, s.rollout.num_hybrid, s.loss.advantage_std) == (0, 1.0, 0, False)
+    assert isinstance(s.loss.hybrid, HPT)
+    assert (s.loss.hybrid.gate, s.loss.demo_sft_coef, s.rollout.num_hybrid, s.loss.advantage_std) == (0, 1.0, 0, False)
     assert (s.loss.clip.eps_low, s.loss.clip.eps_high, s.loss.entropy_coef, s.update.mini_batches) == (
         1.0, math.inf, 0.001, 2)
     assert isinstance(s.loss.aggregation, TokenSum)
 
 
-def test_hybrid_groups_are_checked():
-    with pytest.raises(ValueError, match="model.chord and model.srft"):
-        Settings(chord=Chord(), srft=SRFT(), loss=sft_loss_settings(0.5))
-    with pytest.raises(ValueError, match="demo_sft_coef"):
-        Settings(chord=Chord(), loss=sft_loss_settings(1.0))
-    with pytest.raises(ValueError, match="demo_sft_coef"):
-        Settings(hpt=HPT())
-    with pytest.raises(ValueError, match="chord.mu_peak"):
+def test_hybrid_variants_are_checked():
+    with pytest.raises(ValueError, match="model.loss.demo_sft_coef: Chord weighs its CE itself"):
+        Loss(demo_sft_coef=1.0, hybrid=Chord())
+    with pytest.raises(ValueError, match="model.loss.demo_sft_coef: HPT needs it > 0"):
+        Loss(hybrid=HPT())
+    with pytest.raises(ValueError, match="model.loss.hybrid.mu_peak"):
         Chord(mu_peak=1.5)
+    with pytest.raises(ValueError, match="model.loss.hybrid.gate"):
+        HPT(gate=-1)

@@ -36,7 +36,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_there_are_configs():
-    assert "configs/toy/prefix_rft.yaml" in CONFIGS and len(ROWS) == 6 and len(MODEL_CONFIGS) == 4
+    assert "configs/toy/prefix_rft.yaml" in CONFIGS and len(ROWS) == 9 and len(MODEL_CONFIGS) == 4  # 6 + 3 hybrids
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -47,7 +47,7 @@ def save_last(trainer: L.Trainer) -> Path:
 
 def refuse_new_run_over_checkpoints(trainer: L.Trainer) -> None:
     """A fit that resumes nothing (`ckpt_path` None: `--ckpt_path null`, or a first launch) into a
-    checkpoint folder that already holds checkpoints is refused, before any step: the earlier run's
+    checkpoint folder that already holds checkpoints is refused, before any step (at train start): the earlier run's
     checkpoints would be overwritten one by one and mixed with the new run's. (`--ckpt_path last`
     finds them, so only an explicit new run gets here with checkpoints present.)"""
     folder = last_checkpoint_path(trainer).parent
@@ -71,9 +71,11 @@ class RunControl(L.Callback):
     # ---------------------------------------------------------------- start
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run_dir = trainer.log_dir or trainer.default_root_dir  # a collective under several ranks: every rank
-        refuse_new_run_over_checkpoints(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not in on_fit_start: strategies that restore after setup (FSDP2's ModelParallelStrategy)
+        # set `trainer.ckpt_path` only after on_fit_start; here it is set whatever the strategy.
+        refuse_new_run_over_checkpoints(trainer)
         if trainer.is_global_zero:  # after the checkpoint's restore, whatever the strategy
             start = f"resuming at step {trainer.global_step}" if trainer.global_step else "starting at step 0"
             print(f"run directory: {self._run_dir} ({start})", flush=True)

@@ -27,6 +27,7 @@ from prefix_rft_pl.config import (
     Hints,
     Loss,
     Optim,
+    Perf,
     Precision,
     Prefix,
     ReLIFT,
@@ -61,6 +62,7 @@ class PrefixRFTModule(L.LightningModule):
         reward: Reward = Reward(),
         relift: ReLIFT | None = None,
         hints: Hints | None = None,
+        perf: Perf = Perf(),
         seed: int | None = None,
     ):
         """
@@ -76,11 +78,12 @@ class PrefixRFTModule(L.LightningModule):
             reward: the reward's components (math-verify accuracy by default) and their workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
+            perf: the peak FLOP/s of perf/mfu (the throughput metrics).
             seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
                 samples; null: seed_everything's (the CLI resolves it and writes it into run_manifest.json).
         """
         super().__init__()
-        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints)
+        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints, perf)
         # plain data only (variants as {class_path, init_args}): checkpoints load with weights_only
         seed = 0 if seed is None else seed  # the CLI passes seed_everything's; in Python, 0 unless given
         self.save_hyperparameters({"policy": policy, "seed": seed, **plain(self.settings)})
@@ -91,6 +94,7 @@ class PrefixRFTModule(L.LightningModule):
         self.engine: RolloutEngine | None = None
         self.reward_fn = None
         self.timings: dict[str, float] = {}
+        self.flop_constants: tuple[float, int, int, int] | None = None  # peak FLOP/s, N, L, H*Q: on_fit_start
         self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed (all ranks'), waiting for SFT
         self.relift_sft_steps = 0
         self.reference = None  # UFT's frozen reference policy (loss.kl_coef > 0)
@@ -141,6 +145,10 @@ class PrefixRFTModule(L.LightningModule):
             self.engine = build_engine(self.settings.engine, self.hparams.policy, self.tokenizer, self.policy,
                                        rank=self.global_rank if per_rank else None,
                                        local_rank=self.local_rank if per_rank else None)
+        from prefix_rft_pl.perf import attention_width, matmul_params, peak_flops
+
+        peak, _ = peak_flops(self.device, self.settings.perf.peak_tflops)  # draws no random numbers
+        self.flop_constants = (peak, matmul_params(self.policy), *attention_width(self.policy.config))
 
     def configure_callbacks(self):
         """The callbacks the method needs, so that no config overlay can drop them: RunControl always,
@@ -220,6 +228,7 @@ class PrefixRFTModule(L.LightningModule):
                                                 token_advantages, is_weights, sft_items, ref_logprobs, update_rows,
                                                 self.lr_schedulers())
             self._relift(passes, batch, rewards)
+        self._log_perf(tb, update_rows)
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
             old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
                                      for a, b in zip((old_logprobs, entropy), current))
@@ -373,6 +382,16 @@ class PrefixRFTModule(L.LightningModule):
         yield
         self.timings[phase] = time.perf_counter() - start
         self.log(f"time/{phase}_s", self.timings[phase])
+
+    def _log_perf(self, tb: TrajectoryBatch, update_rows: Tensor) -> None:
+        """perf/...: this rank's rollout and update throughput and the update's MFU (prefix_rft_pl/perf.py):
+        the FLOPs of ppo_epochs forward + backward passes over the updated rows, at their actual lengths."""
+        from prefix_rft_pl.perf import step_perf, train_flops
+
+        peak, *shape = self.flop_constants
+        lens = tb.attention_mask[update_rows].sum(-1).tolist() * self.settings.update.ppo_epochs  # rows per pass
+        self.log_dict(step_perf(int(tb.generated_mask.sum()), self.timings["rollout"], sum(lens),
+                                self.timings["update"], train_flops(*shape, lens), peak))
 
     def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats, old_logprobs) -> None:
         from prefix_rft_pl.engines.checks import logprob_metrics

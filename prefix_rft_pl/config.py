@@ -1,5 +1,5 @@
 """The settings of the policy module, in groups that read like a paper's hyper-parameter
-appendix: rollout, prefix, loss, update, optim, precision, engine, reward, perf, and the optional
+appendix: rollout, prefix, loss, update, optim, precision, engine, reward, and the optional
 per-method groups (ReLIFT, UFT's hints).
 
 Each group is a frozen dataclass whose attribute docstrings are the `--help` text, checked
@@ -144,10 +144,15 @@ class Update:
     skip_rows_without_gradient: bool = True
     """Leave rows whose loss has no gradient out of the update (exact); False runs every row
     (benchmarks/trl_compare.py --all-rows measures the difference)."""
+    peak_tflops: float | None = None
+    """Peak of one device in TFLOPS for perf/mfu (the update's MFU); None: the table of GPUs (dense bf16)
+    by device name, else a matmul rate measured at fit start (CPU). Changes no training number."""
 
     def __post_init__(self):
         for key in ("ppo_epochs", "mini_batches", "micro_batch_size", "logprob_chunk_size"):
             _require(getattr(self, key) >= 1, f"update.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.peak_tflops is None or self.peak_tflops > 0, "update.peak_tflops",
+                 f"must be > 0 or null, got {self.peak_tflops}")
 
 
 @dataclass(frozen=True)
@@ -278,19 +283,6 @@ class Reward:
 
 
 @dataclass(frozen=True)
-class Perf:
-    """Throughput and MFU metrics (perf/..., prefix_rft_pl/perf.py)."""
-
-    peak_tflops: float | None = None
-    """Peak of one device in TFLOPS for perf/mfu; None: the table of GPUs (dense bf16) by device name,
-    else a matmul rate measured at fit start (CPU)."""
-
-    def __post_init__(self):
-        _require(self.peak_tflops is None or self.peak_tflops > 0, "perf.peak_tflops",
-                 f"must be > 0 or null, got {self.peak_tflops}")
-
-
-@dataclass(frozen=True)
 class ReLIFT:
     """ReLIFT (SPEC 3): prompts whose G rollouts all fail go into one buffer shared by all ranks;
     once it holds a global batch, an SFT step on their demonstrations follows the RL update, on its
@@ -370,7 +362,6 @@ class Settings:
     reward: Reward = field(default_factory=Reward)
     relift: ReLIFT | None = None
     hints: Hints | None = None
-    perf: Perf = field(default_factory=Perf)
 
     def __post_init__(self):
         check_settings(self.rollout, self.prefix, self.loss, self.update, self.optim, self.precision, self.engine)

@@ -27,7 +27,6 @@ from prefix_rft_pl.config import (
     Hints,
     Loss,
     Optim,
-    Perf,
     Precision,
     Prefix,
     ReLIFT,
@@ -62,7 +61,6 @@ class PrefixRFTModule(L.LightningModule):
         reward: Reward = Reward(),
         relift: ReLIFT | None = None,
         hints: Hints | None = None,
-        perf: Perf = Perf(),
         seed: int | None = None,
     ):
         """
@@ -78,12 +76,11 @@ class PrefixRFTModule(L.LightningModule):
             reward: the reward's components (math-verify accuracy by default) and their workers and time bound.
             relift: ReLIFT's buffer and SFT step; null disables.
             hints: UFT's hints in the prompts; null disables.
-            perf: the peak FLOP/s of perf/mfu (the throughput metrics).
             seed: seed of prefix lengths, demonstration picks, random prefix selection, hints and vLLM's
                 samples; null: seed_everything's (the CLI resolves it and writes it into run_manifest.json).
         """
         super().__init__()
-        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints, perf)
+        self.settings = Settings(rollout, prefix, loss, update, optim, precision, engine, reward, relift, hints)
         # plain data only (variants as {class_path, init_args}): checkpoints load with weights_only
         seed = 0 if seed is None else seed  # the CLI passes seed_everything's; in Python, 0 unless given
         self.save_hyperparameters({"policy": policy, "seed": seed, **plain(self.settings)})
@@ -147,7 +144,7 @@ class PrefixRFTModule(L.LightningModule):
                                        local_rank=self.local_rank if per_rank else None)
         from prefix_rft_pl.perf import attention_width, matmul_params, peak_flops
 
-        peak, _ = peak_flops(self.device, self.settings.perf.peak_tflops)  # draws no random numbers
+        peak, _ = peak_flops(self.device, self.settings.update.peak_tflops)  # draws no random numbers
         self.flop_constants = (peak, matmul_params(self.policy), *attention_width(self.policy.config))
 
     def configure_callbacks(self):

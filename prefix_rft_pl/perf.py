@@ -19,7 +19,7 @@ as PaLM does (no halving for the causal mask). Two choices to note:
   counts no FLOPs, so it lowers MFU, as it should. Recomputation by gradient checkpointing
   is not counted either (that would be hardware FLOPs utilisation, not MFU).
 
-The peak is `model.perf.peak_tflops` when set; otherwise a table of dense bf16 peaks of
+The peak is `model.update.peak_tflops` when set; otherwise a table of dense bf16 peaks of
 common GPUs matched on the device name; otherwise (CPU, unknown GPU) a measured matmul
 rate, timed once at fit start on tensors that draw no random numbers.
 """

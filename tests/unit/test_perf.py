@@ -71,3 +71,11 @@ def test_step_perf_by_hand():
     # 300 tokens in 1.5 s = 200/s; 400 tokens in 2 s = 200/s; 1e12 FLOPs / 2 s / 1e12 FLOP/s = 0.5
     assert step_perf(300, 1.5, 400, 2.0, 10**12, 1e12) == {
         "perf/gen_tokens_per_s": 200.0, "perf/tokens_per_s": 200.0, "perf/mfu": 0.5}
+
+
+def test_peak_setting_is_checked_naming_its_key():
+    from prefix_rft_pl.config import Update
+
+    assert Update(peak_tflops=989.0).peak_tflops == 989.0
+    with pytest.raises(ValueError, match="model.update.peak_tflops: must be > 0"):
+        Update(peak_tflops=0.0)

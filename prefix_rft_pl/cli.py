@@ -92,6 +92,28 @@ def old_keys_in(args: list[str]) -> list[str]:
     return messages
 
 
+# Loggers whose package is optional: (package, how to install it).
+LOGGER_PACKAGES = {"WandbLogger": ("wandb", "pip install -e .[wandb]")}
+
+
+def missing_logger_packages(args: list[str]) -> list[str]:
+    """Messages for loggers in `args` (options and the `trainer.logger` of `--config` files) whose
+    package is not installed: jsonargparse would bury this in a long union error."""
+    import importlib.util
+
+    texts = list(args)
+    for i, arg in enumerate(args):
+        path = args[i + 1] if arg == "--config" and i + 1 < len(args) else arg.split("=", 1)[1] \
+            if arg.startswith("--config=") else None
+        if path is not None and Path(path).is_file():
+            content = yaml.safe_load(Path(path).read_text()) or {}
+            trainer = content.get("trainer") if isinstance(content, dict) else None
+            texts.append(yaml.safe_dump(trainer.get("logger")) if isinstance(trainer, dict) else "")
+    return [f"trainer.logger: lightning.pytorch.loggers.{logger} needs the {package} package, which is not "
+            f"installed: {install}" for logger, (package, install) in LOGGER_PACKAGES.items()
+            if any(logger in text for text in texts) and importlib.util.find_spec(package) is None]
+
+
 def pin_logger_versions(trainer_config) -> list[Path]:
     """Loggers without a version write into one stable folder, `<save_dir>/<name>`, so that launching
     the same command again continues the same run (a new run: another save_dir, name or version).
@@ -177,6 +199,9 @@ class PrefixRFTCLI(LightningCLI):
         messages = old_keys_in(argv)
         if messages:
             parser.error("settings moved into groups (see --help):\n  " + "\n  ".join(messages))
+        missing = missing_logger_packages(argv)
+        if missing:
+            parser.error("\n  ".join(missing))
         super().parse_arguments(parser, args)
         fit = self.config.get("fit")
         if fit is not None and fit.get("ckpt_path") is None and not any(a.startswith("--ckpt_path") for a in argv):

@@ -151,10 +151,15 @@ class Update:
     skip_rows_without_gradient: bool = True
     """Leave rows whose loss has no gradient out of the update (exact); False runs every row
     (benchmarks/trl_compare.py --all-rows measures the difference)."""
+    peak_tflops: float | None = None
+    """Peak of one device in TFLOPS for perf/mfu (the update's MFU); None: the table of GPUs (dense bf16)
+    by device name, else a matmul rate measured at fit start (CPU). Changes no training number."""
 
     def __post_init__(self):
         for key in ("ppo_epochs", "mini_batches", "micro_batch_size", "logprob_chunk_size"):
             _require(getattr(self, key) >= 1, f"update.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.peak_tflops is None or self.peak_tflops > 0, "update.peak_tflops",
+                 f"must be > 0 or null, got {self.peak_tflops}")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ class PrefixRFTModule(L.LightningModule):
         self.engine: RolloutEngine | None = None
         self.reward_fn = None
         self.timings: dict[str, float] = {}
+        self.flop_constants: tuple[float, int, int, int] | None = None  # peak FLOP/s, N, L, H*Q: on_fit_start
         self.relift_buffer: list = []  # ReLIFT: prompts whose rollouts all failed (all ranks'), waiting for SFT
         self.relift_sft_steps = 0
         self.reference = None  # UFT's frozen reference policy (loss.kl_coef > 0)
@@ -141,6 +142,10 @@ class PrefixRFTModule(L.LightningModule):
             self.engine = build_engine(self.settings.engine, self.hparams.policy, self.tokenizer, self.policy,
                                        rank=self.global_rank if per_rank else None,
                                        local_rank=self.local_rank if per_rank else None)
+        from prefix_rft_pl.perf import attention_width, matmul_params, peak_flops
+
+        peak, _ = peak_flops(self.device, self.settings.update.peak_tflops)  # draws no random numbers
+        self.flop_constants = (peak, matmul_params(self.policy), *attention_width(self.policy.config))
 
     def configure_callbacks(self):
         """The callbacks the method needs, so that no config overlay can drop them: RunControl always,
@@ -221,6 +226,7 @@ class PrefixRFTModule(L.LightningModule):
                                                 token_advantages, is_weights, sft_items, ref_logprobs, update_rows,
                                                 self.lr_schedulers(), terms)
             self._relift(passes, batch, rewards)
+        self._log_perf(tb, update_rows)
         if reuse:  # the update's own log-probs and entropies on the rows the separate pass left out
             old_logprobs, entropy = (torch.where(pass_rows[:, None], a, b)
                                      for a, b in zip((old_logprobs, entropy), current))
@@ -390,6 +396,16 @@ class PrefixRFTModule(L.LightningModule):
         yield
         self.timings[phase] = time.perf_counter() - start
         self.log(f"time/{phase}_s", self.timings[phase])
+
+    def _log_perf(self, tb: TrajectoryBatch, update_rows: Tensor) -> None:
+        """perf/...: this rank's rollout and update throughput and the update's MFU (prefix_rft_pl/perf.py):
+        the FLOPs of ppo_epochs forward + backward passes over the updated rows, at their actual lengths."""
+        from prefix_rft_pl.perf import step_perf, train_flops
+
+        peak, *shape = self.flop_constants
+        lens = tb.attention_mask[update_rows].sum(-1).tolist() * self.settings.update.ppo_epochs  # rows per pass
+        self.log_dict(step_perf(int(tb.generated_mask.sum()), self.timings["rollout"], sum(lens),
+                                self.timings["update"], train_flops(*shape, lens), peak))
 
     def _log_step(self, rewards, is_hybrid, tb, loss, grad_norm, reward_stats, old_logprobs) -> None:
         from prefix_rft_pl.engines.checks import logprob_metrics

@@ -68,8 +68,15 @@ def test_fit_toy_config_checkpoints_export_and_manifest(tmp_path, tiny_model_dir
     for key in ["reward/ordinary", "reward/hybrid", "rollout/prefix_ratio", "train/low_t", "train/high_t",
                 "entropy/prefix_mean", "entropy/generated_mean", "entropy/kept_fraction", "entropy/threshold",
                 "train/loss", "train/grad_norm", "rollout/response_len", "time/rollout_s", "time/reward_s",
-                "time/logprob_s", "time/update_s", "val/accuracy"]:
+                "time/logprob_s", "time/update_s", "val/accuracy",
+                "perf/gen_tokens_per_s", "perf/tokens_per_s", "perf/mfu"]:
         assert key in logged, key
+    steps = [row for row in rows if row.get("perf/mfu")]
+    assert len(steps) == 2 and all(float(row["perf/gen_tokens_per_s"]) > 0 for row in steps)
+    for row in steps:  # FLOPs of the updated rows only (a group with equal rewards has no gradient)
+        assert 0 <= float(row["perf/mfu"]) < 1  # against the matmul rate measured at fit start
+        assert (float(row["perf/mfu"]) > 0) == (float(row["perf/tokens_per_s"]) > 0) == \
+            (float(row["train/update_rows"]) > 0)
     assert list(tmp_path.glob("tb/**/events.out.tfevents*"))  # TensorBoard too
 
     manifest = json.loads((run / "run_manifest.json").read_text())

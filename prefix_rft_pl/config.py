@@ -118,7 +118,7 @@ class Loss:
     demo_sft_coef: float = 0.0
     """RL w/ SFT loss: coef x token-mean CE on the mini-batch's demonstrations (UFT: on its hints); 0 disables."""
     hybrid: Hybrid | None = None
-    """A row beyond the paper's table: prefix_rft_pl.variants.Chord, SRFT or HPT; null: none."""
+    """A row beyond the paper's table, by class_path: prefix_rft_pl.baselines.hybrids.Chord, SRFT or HPT."""
 
     def __post_init__(self):
         _require(isinstance(self.aggregation, Aggregation), "loss.aggregation",

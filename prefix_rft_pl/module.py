@@ -44,7 +44,7 @@ from prefix_rft_pl.types import Rollout as Sample
 from prefix_rft_pl.update import rows as row_rules
 from prefix_rft_pl.update.forward import Passes, forward_logprobs
 from prefix_rft_pl.update.ranks import LightningRanks, OneRank, Ranks
-from prefix_rft_pl.update.steps import optimise
+from prefix_rft_pl.update.steps import StepTerms, optimise
 
 
 class PrefixRFTModule(L.LightningModule):
@@ -253,12 +253,13 @@ class PrefixRFTModule(L.LightningModule):
         return batch, targets, [item.demo_ids[0] if item.demo_ids else [] for item in targets]
 
     def _step_terms(self, sft_items, rewards: Tensor, tb: TrajectoryBatch):
-        """The batch the RL update sees, the CE targets and the step's terms (baselines/hybrids.py)."""
-        from prefix_rft_pl.baselines.hybrids import step_terms
-
-        update = self.settings.update
-        iteration = self.global_step // (update.ppo_epochs * update.mini_batches)  # rollout batches done
-        tb, sft_items, terms, metrics = step_terms(self.settings, iteration, sft_items, rewards, tb)
+        """The batch the RL update sees, the CE targets and the step's terms: loss.hybrid's
+        (CHORD, SRFT, HPT: prefix_rft_pl/baselines/hybrids.py), else loss.demo_sft_coef alone."""
+        s = self.settings
+        if s.loss.hybrid is None:
+            return tb, sft_items, StepTerms(sft_coef=s.loss.demo_sft_coef)
+        iteration = self.global_step // (s.update.ppo_epochs * s.update.mini_batches)  # rollout batches done
+        tb, sft_items, terms, metrics = s.loss.hybrid.step_terms(s, iteration, sft_items, rewards, tb)
         self.log_dict(metrics)
         return tb, sft_items, terms
 

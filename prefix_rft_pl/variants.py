@@ -118,8 +118,8 @@ class TokenSum(Aggregation):
 
 class Hybrid:
     """A row beyond the paper's table (SPEC 3) that changes what a step's update weighs, chosen in
-    loss.hybrid: its constants and what the update must know of it; the step's terms are built in
-    prefix_rft_pl/baselines/hybrids.py, the math is in losses.py."""
+    loss.hybrid by class_path: prefix_rft_pl.baselines.hybrids.Chord, SRFT or HPT. Each builds its
+    step's terms itself (`step_terms`); the math is in losses.py."""
 
     dense = False
     """True when a term weighs every response token whatever its advantage (no row is skipped)."""
@@ -128,69 +128,10 @@ class Hybrid:
     needs_sft_coef = False
     """True when the row's CE needs loss.demo_sft_coef > 0; False when it must be 0 (its own coefficient)."""
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"model.loss.hybrid.{key}: {message}")
-
-
-class Chord(Hybrid):
-    """CHORD: (1 - mu) x the policy-gradient loss + mu x a token-mean CE on the step's
-    demonstrations, each token weighted by p (1 - p) with `phi`; mu(t) linear from 0 to mu_peak
-    over mu_warmup_steps, then a cosine to mu_valley over mu_decay_steps (t: rollout batches done)."""
-
-    def __init__(self, mu_warmup_steps: int = 200, mu_decay_steps: int = 400, mu_peak: float = 0.5,
-                 mu_valley: float = 0.02, phi: bool = True):
-        """
-        Args:
-            mu_warmup_steps: rollout batches of mu's linear warm-up (Trinity-RFT's example: 200).
-            mu_decay_steps: rollout batches of mu's cosine decay (Trinity-RFT's example: 400).
-            mu_peak: mu after the warm-up (0.5).
-            mu_valley: mu after the decay (0.02).
-            phi: CHORD-phi's per-token weight p (1 - p) on the CE; False: plain CE (CHORD-mu).
-        """
-        _check(mu_warmup_steps >= 0 and mu_decay_steps >= 0, "mu_warmup_steps",
-               f"steps must be >= 0, got {mu_warmup_steps}, {mu_decay_steps}")
-        for key, value in (("mu_peak", mu_peak), ("mu_valley", mu_valley)):
-            _check(0 <= value <= 1, key, f"must be in [0, 1], got {value}")
-        self.mu_warmup_steps, self.mu_decay_steps = mu_warmup_steps, mu_decay_steps
-        self.mu_peak, self.mu_valley, self.phi = mu_peak, mu_valley, phi
-
-
-class SRFT(Hybrid):
-    """SRFT, as HPT's repository implements it: the policy's own rollouts take -W log pi with
-    W = positive_coef x exp(H) when correct and -negative_weight when not (H the rollout's
-    token-mean entropy, stop-gradient; no baseline, no ratio); loss.demo_sft_coef weighs a CE on
-    the demonstrations whose tokens carry exp(-H) (H the demonstration's)."""
-
-    dense = True
-    needs_sft_coef = True
-
-    def __init__(self, positive_coef: float = 0.1, negative_weight: float = 1.0):
-        """
-        Args:
-            positive_coef: coefficient of exp(H) on correct rollouts (HPT's srft branch: 0.1).
-            negative_weight: weight of incorrect rollouts' log-likelihood, pushed down (1).
-        """
-        for key, value in (("positive_coef", positive_coef), ("negative_weight", negative_weight)):
-            _check(value >= 0, key, f"must be >= 0, got {value}")
-        self.positive_coef, self.negative_weight = positive_coef, negative_weight
-
-
-class HPT(Hybrid):
-    """HPT: a prompt whose G rollouts are correct at most `gate` times leaves the RL update (its
-    rows are emptied) and its demonstration takes loss.demo_sft_coef x a token-mean CE."""
-
-    empties_rows = True
-    needs_sft_coef = True
-
-    def __init__(self, gate: int = 0):
-        """
-        Args:
-            gate: HPT's switch_gate, the most correct rollouts of a prompt that still switches it to SFT (0).
-        """
-        _check(gate >= 0, "gate", f"must be >= 0, got {gate}")
-        self.gate = gate
+    def step_terms(self, settings, iteration: int, items: list, rewards: Tensor, tb):
+        """(the batch the RL update sees, the CE targets, the step's StepTerms, metrics) at rollout
+        batch `iteration` (batches done, from 0), from the step's items, rewards [B, G] and batch."""
+        raise NotImplementedError
 
 
 def init_parameters(cls: type) -> set[str]:

@@ -66,7 +66,7 @@ def test_uft_hint_is_in_every_rollouts_prompt_and_in_the_graded_text(tiny_model_
 
 
 def test_chord_mu_follows_the_rollout_batches_and_continues_after_a_resume(tiny_model_dir, toy_task_files, tmp_path):
-    chord = {"loss": {"hybrid": {"class_path": "prefix_rft_pl.variants.Chord",
+    chord = {"loss": {"hybrid": {"class_path": "prefix_rft_pl.baselines.hybrids.Chord",
                                  "init_args": {"mu_warmup_steps": 2, "mu_decay_steps": 2, "mu_valley": 0.1}}}}
     _, trainer, _, _ = fit(tiny_model_dir, toy_task_files, chord, max_steps=2)
     assert trainer.callback_metrics["train/chord_mu"].item() == pytest.approx(0.25)  # batch 1: 1/2 of the warm-up
@@ -78,7 +78,7 @@ def test_chord_mu_follows_the_rollout_batches_and_continues_after_a_resume(tiny_
 
 def test_srft_trains_with_its_rollout_and_demonstration_terms(tiny_model_dir, toy_task_files):
     srft = {"rollout": {"num_hybrid": 1},
-            "loss": {"hybrid": {"class_path": "prefix_rft_pl.variants.SRFT"}, "demo_sft_coef": 0.5,
+            "loss": {"hybrid": {"class_path": "prefix_rft_pl.baselines.hybrids.SRFT"}, "demo_sft_coef": 0.5,
                      "entropy_coef": 0.001},
             "prefix": {"rule": {"class_path": "prefix_rft_pl.variants.ShapedPrefix"}, "selection": "none"}}
     module, trainer, _, _ = fit(tiny_model_dir, toy_task_files, srft, max_steps=1)
@@ -90,7 +90,7 @@ def test_srft_trains_with_its_rollout_and_demonstration_terms(tiny_model_dir, to
 @pytest.mark.parametrize("finish, switched", [(False, 1.0), (True, 0.0)])
 def test_hpt_switches_unsolved_prompts_to_sft(tiny_model_dir, toy_task_files, finish, switched):
     # finish=False: every rollout is wrong, every prompt switches to SFT (the RL batch is empty, the CE is not)
-    hpt = {"loss": {"hybrid": {"class_path": "prefix_rft_pl.variants.HPT"}, "demo_sft_coef": 1.0},
+    hpt = {"loss": {"hybrid": {"class_path": "prefix_rft_pl.baselines.hybrids.HPT"}, "demo_sft_coef": 1.0},
            "update": {"mini_batches": 2}}
     _, trainer, _, _ = fit(tiny_model_dir, toy_task_files, hpt, engine_finish=finish, max_steps=2)
     assert trainer.callback_metrics["train/hpt_sft_prompts"].item() == switched

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from prefix_rft_pl.baselines.hybrids import chord_terms, hpt_split, step_terms
+from prefix_rft_pl.baselines.hybrids import HPT, SRFT, Chord
 from prefix_rft_pl.config import Loss, Rollout, Settings
 from prefix_rft_pl.losses import (
     chord_mu,
@@ -22,7 +22,7 @@ from prefix_rft_pl.losses import (
 )
 from prefix_rft_pl.prefix import Trajectory, pad_trajectories
 from prefix_rft_pl.types import PromptItem
-from prefix_rft_pl.variants import HPT, SRFT, Chord, ShapedPrefix, TokenMean, TokenSum
+from prefix_rft_pl.variants import ShapedPrefix, TokenMean, TokenSum
 from tests.helpers import build_module
 
 BASE = yaml.safe_load(Path("configs/toy/prefix_rft.yaml").read_text())["model"]
@@ -66,7 +66,7 @@ def test_chord_phi_weights_are_p_one_minus_p_without_gradient():
 
 def test_chord_terms_mix_the_losses_with_mu():
     chord = Chord(mu_warmup_steps=10, mu_decay_steps=20, mu_peak=0.5, mu_valley=0.02)
-    terms, metrics = chord_terms(chord, 5)                          # mu = 5 / 10 x 0.5 = 0.25
+    terms, metrics = chord.terms(5)                          # mu = 5 / 10 x 0.5 = 0.25
     assert (terms.sft_coef, terms.rl_scale, metrics["train/chord_mu"]) == pytest.approx((0.25, 0.75, 0.25))
     assert terms.sft_weights is chord_phi_weights and terms.rollout_rewards is None
 
@@ -115,7 +115,7 @@ def test_srft_demo_weights_fall_as_entropy_rises():
 def test_srft_terms_carry_the_rewards_and_the_entropy_weights():
     settings = Settings(rollout=G2, loss=Loss(demo_sft_coef=0.5, hybrid=SRFT(positive_coef=0.2)))
     rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
-    _, _, terms, _ = step_terms(settings, 0, [], rewards, None)
+    _, _, terms, _ = settings.loss.hybrid.step_terms(settings, 0, [], rewards, None)
     assert terms.sft_coef == 0.5 and terms.sft_weights is srft_demo_weights and terms.rl_scale == 1.0
     torch.testing.assert_close(terms.rollout_rewards, torch.tensor([1.0, 0.0, 1.0, 0.0]))
     # the row's constants reach the weights: 0.2 x e^0 on a correct rollout of zero entropy
@@ -149,7 +149,7 @@ def test_hpt_split_empties_switched_rollouts_and_keeps_their_demonstrations_only
     trajectories = [Trajectory(i // 2, [1], [5, 6], [], None, "stop") for i in range(4)]
     tb = pad_trajectories(trajectories, 0)
     rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])               # prompt 1 unsolved -> SFT
-    update_tb, targets, terms, metrics = hpt_split(settings.loss.hybrid, settings, items, rewards, tb)
+    update_tb, targets, terms, metrics = settings.loss.hybrid.step_terms(settings, 0, items, rewards, tb)
     assert update_tb.mask.any(-1).tolist() == [True, True, False, False]
     assert tb.mask.all()                                            # the logged batch is untouched
     assert [t.demo_ids for t in targets] == [[], [[7, 8]]]

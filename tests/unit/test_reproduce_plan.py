@@ -52,7 +52,7 @@ def test_plan_of_the_7b_table_lists_every_row_with_its_devices_steps_and_inputs(
     uft = yaml.safe_load((tmp_path / "uft" / "s0" / "overlay.yaml").read_text())
     assert uft["model"]["hints"]["steps"] == 300  # UFT: hints for 300 of 500 steps
     chord = yaml.safe_load((tmp_path / "chord" / "s0" / "overlay.yaml").read_text())["model"]["loss"]["hybrid"]
-    assert chord["class_path"] == "prefix_rft_pl.variants.Chord" and chord["init_args"]["mu_peak"] == 0.5
+    assert chord["class_path"] == "prefix_rft_pl.baselines.hybrids.Chord" and chord["init_args"]["mu_peak"] == 0.5
     chord = chord["init_args"]
     assert (chord["mu_warmup_steps"], chord["mu_decay_steps"]) == (167, 333)  # Trinity's 200:400 over 500 batches
     callbacks = [c["class_path"] for c in uft["trainer"]["callbacks"]]

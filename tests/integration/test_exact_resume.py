@@ -78,9 +78,10 @@ def launch(cmd: list[str], stop_at: int | None = None, how: int = signal.SIGKILL
 
 
 def outcome(run: Path) -> tuple[dict, dict]:
-    """The exported weights, and every step's metrics but the timings."""
+    """The exported weights, and every step's metrics but the timings and what is made of them
+    (perf/*: tokens per second and MFU)."""
     weights = load_file(run / "train" / "hf_export" / "model.safetensors")
-    metrics = {step: {k: v for k, v in row.items() if not k.startswith("time/") and not k.endswith("_s")}
+    metrics = {step: {k: v for k, v in row.items() if not k.startswith(("time/", "perf/")) and not k.endswith("_s")}
                for step, row in read_metrics(run / "train").items()}
     return weights, metrics
 

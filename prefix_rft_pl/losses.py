@@ -77,7 +77,8 @@ def shaped_surrogate(
 def sft_loss(
     logprobs: Tensor,      # [N, T]
     mask: Tensor,          # [N, T] True = demonstration token
-    weight: float | Tensor = 1.0,  # a constant, or per-token weights [N, T] (CHORD's p(1 - p), SRFT's exp(-H))
+    weight: float | Tensor = 1.0,  # a constant, or per-token weights [N, T] (CHORD's p(1 - p), SRFT's exp(-H),
+                                   # SRFT's W on the policy's own tokens: -W log pi, no ratio, no clip)
 ) -> Tensor:               # [N, T] cross-entropy with weight `weight` on every counted token
     return -weight * logprobs * mask
 
@@ -220,14 +221,6 @@ def srft_rollout_weights(
     positive = positive_coef * torch.exp(row_mean_entropy(entropy, mask))     # [n]
     weight = torch.where(rewards == success, positive, torch.full_like(positive, -negative_weight))
     return weight[:, None] * mask                                              # [n, T]
-
-
-def srft_rollout_loss(
-    logprobs: Tensor,   # [n, T] current policy
-    weights: Tensor,    # [n, T] srft_rollout_weights
-    mask: Tensor,       # [n, T] True = generated token
-) -> Tensor:            # [n, T] -W log pi: gradient -W d log pi whatever the ratio (no ratio, no clip)
-    return -weights * logprobs * mask
 
 
 def hpt_sft_prompts(

@@ -109,7 +109,7 @@ def mini_batch_backward(passes: Passes, tb: TrajectoryBatch, old_logprobs: Tenso
             per_token = losses.token_losses(logprobs, old, advantages, generated, prefix, s.prefix.rule, loss_s.clip)
         else:  # SRFT: its weights on the policy's own tokens, the prefix rule on the demonstration's
             weights = rollout[0](rollout[1][rows].to(logprobs.device), entropy, generated)
-            per_token = (losses.srft_rollout_loss(logprobs, weights, generated)
+            per_token = (losses.sft_loss(logprobs, generated, weights)  # -W log pi
                          + s.prefix.rule.token_loss(logprobs, old, advantages, prefix, loss_s.clip))
         if is_weights is not None:
             per_token = per_token * is_weights[rows].to(per_token.device)

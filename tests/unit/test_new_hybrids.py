@@ -17,7 +17,6 @@ from prefix_rft_pl.losses import (
     hpt_sft_prompts,
     sft_loss,
     srft_demo_weights,
-    srft_rollout_loss,
     srft_rollout_weights,
 )
 from prefix_rft_pl.prefix import Trajectory, pad_trajectories
@@ -94,10 +93,10 @@ def test_srft_rollout_weights_by_correctness_and_entropy():
 
 
 def test_srft_rollout_loss_gradient_is_minus_w_whatever_the_ratio():
-    # -W log pi: d/dlogp = -W, with no ratio (old log-probs play no part) and no clip
+    # -W log pi (sft_loss with SRFT's weights W): d/dlogp = -W, with no ratio (old log-probs play no part), no clip
     logprobs = torch.tensor([[math.log(0.3), math.log(0.6)]], requires_grad=True)
     weights = torch.tensor([[0.5, -1.0]])
-    loss = srft_rollout_loss(logprobs, weights, torch.ones(1, 2, dtype=torch.bool))
+    loss = sft_loss(logprobs, torch.ones(1, 2, dtype=torch.bool), weights)
     torch.testing.assert_close(loss.detach(), torch.tensor([[-0.5 * math.log(0.3), math.log(0.6)]]))
     loss.sum().backward()
     torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.5, 1.0]]), rtol=0, atol=0)
